@@ -1,0 +1,225 @@
+"""`appliance lab check`: what each group can reach, found with real clients run inside its namespace
+(dig for DNS, DoT and DoH; curl for HTTPS and HTTP; the lab's aioquic client for HTTP/3).
+
+An outcome is ok only when the client reached the real lab server for that name unchanged: the lab's own
+address in DNS, the site's own page over the web. Anything else (a block answer, a safe-search CNAME,
+a refused connection) is reported as what the client saw."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.lab import netns
+from appliance.lab.sites import Internet
+from appliance.lab.topology import Client, Lab
+
+FAMILIES = (4, 6)
+WEB_PROBES = ("https", "h3", "http")
+RESOLVER_PROBES = ("do53", "dot", "doh", "doh-get")
+DIG = ["dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer"]
+CURL = ["curl", "-sS", "--parallel", "--parallel-max", "32", "--connect-timeout", "3", "--max-time", "5"]
+# curl exit codes a probe meets, in words (see curl(1), EXIT CODES).
+CURL_ERRORS = {
+    6: "no address",
+    7: "refused",
+    28: "timeout",
+    35: "TLS failed",
+    52: "empty reply",
+    56: "reset",
+    60: "bad certificate",
+}
+WORKERS = 8
+STATUS_RE = re.compile(r"status: ([A-Z]+)")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    detail: str  # "ok", an answer, or what went wrong, in a few words
+
+
+@dataclass
+class Report:
+    client: Client
+    # (name, probe, family) -> outcome; probes: dns, https, h3, http, do53, dot, doh, doh-get, id
+    results: dict[tuple[str, str, int], Outcome] = field(default_factory=dict)
+
+    def get(self, name: str, probe: str, family: int) -> Outcome:
+        return self.results[(name, probe, family)]
+
+
+Probe = Callable[[], dict[tuple[str, str, int], Outcome]]
+
+
+def run(lab: Lab, internet: Internet, groups: list[str]) -> list[Report]:
+    """Probes every check name from each group's namespace; groups and probes run in parallel."""
+    reports = [Report(lab.client(g)) for g in groups]
+    jobs: list[tuple[Report, Probe]] = []
+    for report in reports:
+        jobs += [(report, p) for p in _probes(lab, internet, report.client)]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for report, results in zip([r for r, _ in jobs], pool.map(lambda job: job[1](), jobs), strict=True):
+            report.results.update(results)
+    return reports
+
+
+def _probes(lab: Lab, internet: Internet, client: Client) -> list[Probe]:
+    ns, ca = client.netns, str(lab.ca_cert)
+    probes: list[Probe] = []
+    for name in internet.check_web:
+        for family in FAMILIES:
+            want = internet.site(name).address(family)
+            probes.append(lambda n=name, f=family, w=want: {(n, "dns", f): dig(ns, n, f, w)})
+    for family in FAMILIES:
+        for scheme in ("https", "http"):
+            probes.append(lambda f=family, s=scheme: curl(ns, list(internet.check_web), s, f, ca))
+    probes.append(lambda: h3(ns, list(internet.check_web), ca))
+    query = internet.resolver_query
+    for name in internet.check_resolvers:
+        for family in FAMILIES:
+            want = internet.site(query).address(4)
+            addr = internet.site(name).address(family)
+            probes += [
+                lambda n=name, f=family, a=addr, w=want: {(n, "do53", f): dig(ns, query, 4, w, [f"@{a}"], f)},
+                lambda n=name, f=family, w=want: {
+                    (n, "dot", f): dig(ns, query, 4, w, [f"@{n}", "+tls", f"+tls-ca={ca}"], f)
+                },
+                lambda n=name, f=family, w=want: {
+                    (n, "doh", f): dig(ns, query, 4, w, [f"@{n}", "+https", f"+tls-ca={ca}"], f)
+                },
+                lambda n=name, f=family, w=want: {
+                    (n, "doh-get", f): dig(ns, query, 4, w, [f"@{n}", "+https-get", f"+tls-ca={ca}"], f)
+                },
+                lambda n=name, f=family, a=addr: {(n, "id", f): identity(ns, a, f)},
+            ]
+    return probes
+
+
+def dig(
+    ns: str, name: str, family: int, want: str, server: list[str] | None = None, transport: int | None = None
+) -> Outcome:
+    """Asks for name's A (family 4) or AAAA record, through the namespace's resolver unless server
+    (dig options such as @addr +tls) says otherwise; ok if the answer is exactly the lab's address."""
+    rtype = "A" if family == 4 else "AAAA"
+    argv = [*DIG, *(server or []), *([f"-{transport}"] if transport else []), name, rtype]
+    proc = subprocess.run(netns.in_ns(ns, argv), capture_output=True, text=True, check=False)
+    status = STATUS_RE.search(proc.stdout)
+    if proc.returncode != 0 or status is None:
+        return Outcome(False, "no reply")
+    answers = [line.split() for line in proc.stdout.splitlines() if line and not line.startswith(";")]
+    addresses = [a[4] for a in answers if len(a) > 4 and a[3] == rtype]
+    cnames = [a[4].rstrip(".") for a in answers if len(a) > 4 and a[3] == "CNAME"]
+    if status.group(1) != "NOERROR":
+        return Outcome(False, status.group(1))
+    if not addresses:
+        return Outcome(False, "NODATA")
+    detail = " ".join(addresses) + (f" via {cnames[-1]}" if cnames else "")
+    return Outcome(addresses == [want] and not cnames, detail)
+
+
+def identity(ns: str, addr: str, family: int) -> Outcome:
+    """Who answers DNS sent to addr: `id.server` names the resolver (a gateway that redirects DNS
+    answers for it itself)."""
+    argv = ["dig", "+time=2", "+tries=1", "+short", f"-{family}", f"@{addr}", "id.server", "CH", "TXT"]
+    proc = subprocess.run(netns.in_ns(ns, argv), capture_output=True, text=True, check=False)
+    text = proc.stdout.strip().strip('"')
+    return Outcome(proc.returncode == 0 and bool(text), text or "no answer")
+
+
+def page(name: str, protocol: str, status: int | None, body: str) -> Outcome:
+    """ok if the lab's web server served this name's page over this protocol."""
+    if status == 200 and body.startswith(f"lab site {name}\nprotocol {protocol}\n"):
+        return Outcome(True, "ok")
+    if status == 200:
+        return Outcome(False, "other page")
+    return Outcome(False, f"HTTP {status}")
+
+
+def curl(ns: str, names: list[str], scheme: str, family: int, ca: str) -> dict[tuple[str, str, int], Outcome]:
+    """One curl for all names (in parallel, so blocked names cost one timeout, not one each)."""
+    with tempfile.TemporaryDirectory(prefix="lab-check-") as tmp:
+        argv = [*CURL, f"-{family}", "--cacert", ca, "-w", "%{url} %{exitcode} %{response_code}\\n"]
+        for i, name in enumerate(names):
+            argv += ["-o", f"{tmp}/{i}", f"{scheme}://{name}/"]
+        proc = subprocess.run(netns.in_ns(ns, argv), capture_output=True, text=True, check=False)
+        seen = {}
+        for line in proc.stdout.splitlines():
+            url, exitcode, code = line.rsplit(" ", 2)
+            seen[url] = (int(exitcode), int(code))
+        results = {}
+        for i, name in enumerate(names):
+            exitcode, code = seen.get(f"{scheme}://{name}/", (-1, 0))
+            if exitcode != 0:
+                outcome = Outcome(False, CURL_ERRORS.get(exitcode, f"curl exit {exitcode}"))
+            else:
+                body = Path(f"{tmp}/{i}").read_text(errors="replace") if Path(f"{tmp}/{i}").exists() else ""
+                outcome = page(name, scheme, code, body)
+            results[(name, scheme, family)] = outcome
+    return results
+
+
+def h3(ns: str, names: list[str], ca: str) -> dict[tuple[str, str, int], Outcome]:
+    argv = [sys.executable, "-m", "appliance.lab.h3client", "--cacert", ca, *names]
+    proc = subprocess.run(netns.in_ns(ns, argv), capture_output=True, text=True, check=False)
+    results = {(n, "h3", f): Outcome(False, "client failed") for n in names for f in FAMILIES}
+    for line in proc.stdout.splitlines():
+        r = json.loads(line)
+        if r["error"]:
+            outcome = Outcome(False, "timeout" if r["error"] == "timeout" else r["error"].split(":")[0])
+        else:
+            outcome = page(r["name"], "h3", r["status"], r["body"])
+        results[(r["name"], "h3", r["family"])] = outcome
+    return results
+
+
+def cell(report: Report, name: str, probe: str) -> str:
+    """Both families' outcomes in one cell ("ok" or what went wrong): one word if they agree, else
+    each with its family."""
+    outcomes = {f: report.get(name, probe, f) for f in FAMILIES}
+    words = {f: "ok" if o.ok else o.detail for f, o in outcomes.items()}
+    if len(set(words.values())) == 1:
+        return words[FAMILIES[0]]
+    return " ".join(f"{f}:{w}" for f, w in words.items())
+
+
+def render(reports: list[Report], internet: Internet) -> str:
+    out = []
+    for report in reports:
+        c = report.client
+        out.append(f"{c.group} (namespace {c.netns}, VLAN {c.vlan}, {c.address(4)} {c.address(6)})")
+        rows = [["name", "category", "DNS A", "DNS AAAA", "HTTPS", "HTTP/3", "HTTP"]]
+        for name in internet.check_web:
+            rows.append(
+                [
+                    name,
+                    internet.site(name).category or "-",
+                    report.get(name, "dns", 4).detail,
+                    report.get(name, "dns", 6).detail,
+                    *(cell(report, name, p) for p in WEB_PROBES),
+                ]
+            )
+        out += _table(rows)
+        rows = [["resolver", "Do53", "DoT", "DoH POST", "DoH GET", "id.server (Do53)"]]
+        for name in internet.check_resolvers:
+            ids = {report.get(name, "id", f).detail for f in FAMILIES}
+            rows.append([name, *(cell(report, name, p) for p in RESOLVER_PROBES), " / ".join(sorted(ids))])
+        out += _table(rows)
+        out.append("")
+    out.append(
+        "ok: the client reached the lab's own server for that name, unchanged (DNS cells show the answer). "
+        "Where IPv4 and IPv6 differ a cell shows both (4:... 6:...)."
+    )
+    return "\n".join(out)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]

@@ -1,0 +1,235 @@
+"""Importing a list: fetch its source, parse it, hash every entry, store the result, log the change.
+
+An import is all or nothing. Bad lines are reported (file and line) and skipped; anything that stops
+the import (an unreadable source, a padlocked list that would become empty) leaves the previous
+version in force and records the error for `appliance lists stats`. The new entry file is written
+beside the old one and the database switched to it in the same transaction as the audit entry.
+
+Confidential lists (IWF, CTIRU) are hashed as each line is read: problems name the file and line,
+never the text."""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from appliance import audit
+from appliance.lists import catalogue
+from appliance.lists.entries import Collector, EntryError, EntrySet, changes
+from appliance.lists.formats import FORMATS, Parser
+from appliance.lists.progress import Progress
+from appliance.lists.sources import FOLDER_FILES, FetchError, fetch
+from appliance.store import Store
+from fastpath.names import normalise
+from fastpath.siphash import keyed_hash
+
+PROBLEM_SAMPLE = 100
+_TICK = 1 << 16  # entries between progress updates
+
+
+class ImportFailed(Exception):
+    """The import could not complete; the previous version of the list stays in force."""
+
+
+@dataclass
+class ImportResult:
+    name: str
+    unchanged: bool = False
+    error: str | None = None
+    domains: int = 0
+    exact: int = 0
+    pages: int = 0
+    added: int = 0
+    removed: int = 0
+    problems: int = 0
+    sample: list[str] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+class ImportSink:
+    """Receives what the parsers find: hashes names into the collector, keeps the problems."""
+
+    def __init__(self, collector: Collector, confidential: bool, progress: Progress) -> None:
+        self.collector = collector
+        self.confidential = confidential
+        self.progress = progress
+        self.file = ""
+        self.stream: IO[bytes] | None = None
+        self.size = 0
+        self.problems = 0
+        self.sample: list[str] = []
+        self.skips: Counter[str] = Counter()
+        self.entries = 0
+        self._countdown = _TICK
+        self._key = collector.key
+        self._subtree = collector.subtree.append
+        self._exact = collector.exact.append
+
+    def domain(self, lineno: int, name: bytes, exact: bool) -> None:
+        try:
+            h = keyed_hash(self._key, name)
+        except ValueError:
+            h = self._unusual(lineno, name)
+            if h is None:
+                return
+        # An address literal (UT1 lists have many) is an entry for that address alone.
+        if exact or (48 <= name[-1] <= 57 and _is_address(name)):
+            self._exact(h)
+        else:
+            self._subtree(h)
+        self._count()
+
+    def _unusual(self, lineno: int, name: bytes) -> int | None:
+        """The hash of a name that is not plain ASCII (UTF-8 Unicode, converted to IDNA), or None
+        after reporting the line."""
+        if any(b > 127 for b in name):
+            try:
+                return keyed_hash(self._key, name.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                pass
+        self.problem(lineno, "not a valid domain name", name)
+        return None
+
+    def page(self, lineno: int, url: bytes) -> None:
+        slash = url.index(b"/")
+        host = normalise(url[:slash]) or _unicode_host(url[:slash])
+        if host is None:
+            self.problem(lineno, "not a valid host name", url[:slash])
+            return
+        self.collector.page(host, url[slash:])
+        self._count()
+
+    def problem(self, lineno: int, message: str, text: bytes | None = None) -> None:
+        self.problems += 1
+        if len(self.sample) < PROBLEM_SAMPLE:
+            shown = "" if self.confidential or text is None else f": {text[:80].decode(errors='replace')!r}"
+            self.sample.append(f"{self.file}:{lineno}: {message}{shown}")
+
+    def skipped(self, reason: str) -> None:
+        self.skips[reason] += 1
+
+    def _count(self) -> None:
+        self._countdown -= 1
+        if self._countdown:
+            return
+        self._countdown = _TICK
+        self.entries += _TICK
+        done = f" ({100 * self.stream.tell() // self.size}%)" if self.stream and self.size else ""
+        self.progress.update(f"{self.file}: {self.entries:,} entries read{done}")
+
+
+def _is_address(name: bytes) -> bool:
+    try:
+        ipaddress.IPv4Address(name.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def _unicode_host(host: bytes) -> str | None:
+    try:
+        return normalise(host.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+
+
+def _open(path: Path) -> IO[bytes]:
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
+
+
+def _sources(path: Path, fmt: str, label: str, stack: ExitStack) -> Iterator[tuple[str, IO[bytes], int, Parser]]:
+    """(name for messages, stream, size, parser) for each file the list's source holds."""
+    if fmt != "ut1":
+        parser = FORMATS["urls"] if fmt in catalogue.PADLOCKED_FORMATS else FORMATS[fmt]
+        yield label, stack.enter_context(_open(path)), path.stat().st_size, parser
+        return
+    parsers = {"domains": FORMATS["plain"], "urls": FORMATS["urls"]}
+    if path.is_dir():
+        for n in FOLDER_FILES:
+            if (path / n).is_file():
+                yield str(path / n), stack.enter_context(open(path / n, "rb")), (path / n).stat().st_size, parsers[n]
+        return
+    tar = stack.enter_context(tarfile.open(path, "r:*"))
+    members = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name in FOLDER_FILES]
+    folders = {str(Path(m.name).parent) for m in members}
+    if not members:
+        raise ImportFailed(f"{label}: the archive has no 'domains' or 'urls' file")
+    if len(folders) > 1:
+        raise ImportFailed(f"{label}: the archive holds several categories ({', '.join(sorted(folders))}); "
+                           "import each category folder as its own list")
+    for m in members:
+        stream = tar.extractfile(m)
+        assert stream is not None
+        yield f"{label}:{m.name}", stream, m.size, parsers[Path(m.name).name]
+
+
+def update(store: Store, name: str, actor: str, reason: str, force: bool = False,
+           progress: Progress | None = None, now: datetime | None = None) -> ImportResult:
+    """Fetches and imports the list from its source. Never raises for a bad source: the result (and
+    the list's last_error) says what went wrong, and the previous version stays in force."""
+    now = now or datetime.now(UTC)
+    info = catalogue.get(store, name)
+    result = ImportResult(name)
+    progress = progress or Progress()
+    try:
+        with fetch(info.source, store.lists_dir) as fetched:
+            current = store.lists_dir / info.entries_file if info.entries_file else None
+            if not force and fetched.sha256 == info.source_sha256 and current and current.exists():
+                result.unchanged = True
+            else:
+                _import(store, info, fetched.path, fetched.sha256, actor, reason, progress, now, result)
+    except (FetchError, ImportFailed, EntryError, OSError, EOFError, tarfile.TarError) as e:
+        result.error = str(e) if not isinstance(e, OSError) or e.filename else f"{info.source}: {e}"
+    finally:
+        progress.done()
+    store.db.execute("UPDATE lists SET last_attempt = ?, last_error = ? WHERE name = ?",
+                     (now.isoformat(), result.error, name))
+    return result
+
+
+def _import(store: Store, info: catalogue.ListInfo, path: Path, sha256: str, actor: str, reason: str,
+            progress: Progress, now: datetime, result: ImportResult) -> None:
+    key = store.key()
+    sink = ImportSink(Collector(key), info.confidential, progress)
+    with ExitStack() as stack:
+        for display, stream, size, parser in _sources(path, info.format, info.source, stack):
+            sink.file, sink.stream, sink.size = display, stream, size
+            parser(stream, sink)
+    entries = sink.collector.finish()
+    if info.padlocked and not (entries.domains or len(entries.pages)):
+        raise ImportFailed(f"{info.name}: the new version has no entries, so it was not loaded "
+                           f"({sink.problems} bad lines)")
+    store.lists_dir.mkdir(parents=True, exist_ok=True)
+    filename = f"{info.name}.{sha256[:16]}.bin"
+    entries.write(store.lists_dir / filename, key)
+    current = store.lists_dir / info.entries_file if info.entries_file else None
+    old = EntrySet.read(current, key) if current and current.exists() else EntrySet.empty()
+    result.added, result.removed = changes(old, entries)
+    result.domains, result.exact, result.pages = len(entries.subtree), len(entries.exact), len(entries.pages)
+    result.problems, result.sample, result.skipped = sink.problems, sink.sample, sink.skips
+    before = {"domains": info.domains, "exact": info.exact, "pages": info.pages, "source_sha256": info.source_sha256}
+    after = {"domains": result.domains, "exact": result.exact, "pages": result.pages, "source_sha256": sha256}
+    with audit.change(store, actor, reason, now) as ch:
+        ch.db.execute(
+            "UPDATE lists SET entries_file = ?, domains = ?, exact = ?, pages = ?, source_sha256 = ?,"
+            " updated = ?, problems = ?, problem_sample = ? WHERE name = ?",
+            (filename, result.domains, result.exact, result.pages, sha256, now.isoformat(),
+             result.problems, json.dumps(result.sample), info.name),
+        )
+        total = result.domains + result.exact + result.pages
+        ch.log("list.update", f"list {info.name}: {total:,} entries (+{result.added:,} -{result.removed:,})",
+               before, after)
+    if current and current.name != filename:
+        current.unlink(missing_ok=True)
+

@@ -1,0 +1,59 @@
+# cython: language_level=3
+"""Name normalisation shared by the parsers and the domain table."""
+
+from libc.stdint cimport uint8_t
+
+
+cdef int normalise_name(const uint8_t* src, size_t n, char* out) noexcept nogil:
+    """Writes the normalised name (lower case, no trailing dot, NUL-terminated) to out.
+
+    Returns its length, or -1 if the name is invalid: an empty label, a label over 63 bytes,
+    a name over 253 bytes, or a byte that no host name may contain. out needs NAME_BUF bytes."""
+    cdef size_t i
+    cdef int c
+    cdef int label = 0
+    if n > 0 and src[n - 1] == 46:  # one trailing dot is the fully-qualified form
+        n -= 1
+    if n > NAME_MAX:
+        return -1
+    for i in range(n):
+        if src[i] == 46:
+            if label == 0:
+                return -1
+            label = 0
+            out[i] = 46
+            continue
+        c = name_char(src[i])
+        if c < 0:
+            return -1
+        label += 1
+        if label > LABEL_MAX:
+            return -1
+        out[i] = <char>c
+    if n > 0 and label == 0:
+        return -1
+    out[n] = 0
+    return <int>n
+
+
+def normalise(name: str | bytes) -> str | None:
+    """The normalised form of a host name, or None if it is not a valid host name.
+
+    Unicode names are converted to their IDNA (punycode) form first, as clients send them."""
+    cdef char buf[NAME_BUF]
+    cdef bytes raw
+    cdef int n
+    if isinstance(name, str):
+        try:
+            raw = name.encode("ascii")
+        except UnicodeEncodeError:
+            try:
+                raw = name.rstrip(".").encode("idna")
+            except UnicodeError:
+                return None
+    else:
+        raw = name
+    n = normalise_name(<const uint8_t*><char*>raw, len(raw), buf)
+    if n < 0:
+        return None
+    return buf[:n].decode("ascii")
