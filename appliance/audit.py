@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from appliance.store import Store, add_state_dir_argument, write_atomic
+from appliance.store import Store, add_state_dir_argument, command, write_atomic
 
 GENESIS = "0" * 64
 HEAD_FILE = "audit.head"
@@ -39,8 +39,17 @@ def _canonical(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _entry_hash(seq: int, ts: str, actor: str, action: str, subject: str, reason: str,
-                before: str | None, after: str | None, prev: str) -> str:
+def _entry_hash(
+    seq: int,
+    ts: str,
+    actor: str,
+    action: str,
+    subject: str,
+    reason: str,
+    before: str | None,
+    after: str | None,
+    prev: str,
+) -> str:
     fields = [seq, ts, actor, action, subject, reason, before, after, prev]
     return hashlib.sha256(json.dumps(fields, separators=(",", ":")).encode()).hexdigest()
 
@@ -143,8 +152,17 @@ def verify(store: Store) -> Verification:
             problems.append(f"entries {expected_seq}..{seq - 1} are missing")
         if row["prev"] != prev:
             problems.append(f"entry {seq}: does not follow the entry before it (deleted or replaced)")
-        digest = _entry_hash(seq, row["ts"], row["actor"], row["action"], row["subject"], row["reason"],
-                             row["before"], row["after"], row["prev"])
+        digest = _entry_hash(
+            seq,
+            row["ts"],
+            row["actor"],
+            row["action"],
+            row["subject"],
+            row["reason"],
+            row["before"],
+            row["after"],
+            row["prev"],
+        )
         if digest != row["hash"]:
             problems.append(f"entry {seq}: its content does not match its hash (edited)")
         prev, expected_seq = row["hash"], seq + 1
@@ -200,22 +218,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("audit", help="the audit trail of changes")
     sub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     v = sub.add_parser("verify", help="check that no entry was edited or deleted")
-    v.set_defaults(func=_cmd_verify)
+    v.set_defaults(func=command(_cmd_verify))
     r = sub.add_parser("report", help="filters added and removed, with reasons (the DSL's termly report)")
     r.add_argument("--from", dest="first", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
     r.add_argument("--to", dest="last", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
     r.add_argument("--format", choices=["text", "csv"], default="text")
-    r.set_defaults(func=_cmd_report)
+    r.set_defaults(func=command(_cmd_report))
     log = sub.add_parser("log", help="the latest entries")
     log.add_argument("--last", type=int, default=20)
-    log.set_defaults(func=_cmd_log)
+    log.set_defaults(func=command(_cmd_log))
     for leaf in (v, r, log):
         add_state_dir_argument(leaf)
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    with Store(args.state_dir) as store:
-        result = verify(store)
+def _cmd_verify(args: argparse.Namespace, store: Store) -> int:
+    result = verify(store)
     for problem in result.problems:
         print(f"TAMPERED: {problem}")
     if result.ok:
@@ -228,14 +245,12 @@ def _when(store_tz: ZoneInfo, ts: datetime) -> str:
     return ts.astimezone(store_tz).strftime("%Y-%m-%d %H:%M")
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace, store: Store) -> int:
     if args.last < args.first:
-        print("error: --to is before --from", file=sys.stderr)
-        return 2
-    with Store(args.state_dir) as store:
-        tz = store.zone()
-        sections = report(store, args.first, args.last)
-        head = verify(store)
+        raise ValueError("--to is before --from")
+    tz = store.zone()
+    sections = report(store, args.first, args.last)
+    head = verify(store)
     titles = {"added": "Filters added", "removed": "Filters removed", "other": "Other changes"}
     if args.format == "csv":
         w = csv.writer(sys.stdout)
@@ -254,10 +269,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_log(args: argparse.Namespace) -> int:
-    with Store(args.state_dir) as store:
-        tz = store.zone()
-        rows = store.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (args.last,)).fetchall()
+def _cmd_log(args: argparse.Namespace, store: Store) -> int:
+    tz = store.zone()
+    rows = store.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (args.last,)).fetchall()
     for e in map(Entry.from_row, reversed(rows)):
         print(f"{e.seq:6d}  {_when(tz, e.ts)}  {e.actor}  {e.action}: {e.subject}  (why: {e.reason})")
     return 0

@@ -12,6 +12,7 @@ from appliance.dataplane import run as dataplane_run
 from appliance.lab import cli as lab_cli
 from appliance.lists import cli as lists_cli
 from appliance.policy import cli as policy_cli
+from webui import cli as webui_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_cli.register(subparsers)
     lists_cli.register(subparsers)
     audit.register(subparsers)
+    webui_cli.register(subparsers)
     return parser
 
 

@@ -87,11 +87,12 @@ def argv(config: Config) -> list[str]:
 
 
 def answers(host: str, port: int, timeout: float = 0.2) -> bool:
-    """Whether a DNS server answers there: a CHAOS TXT query for version.server, answered locally
-    (refused, with hide-version) without any recursion."""
+    """Whether a DNS server answers there: an A query for localhost, which unbound answers from its
+    built-in local zone, without recursing or forwarding."""
     query_id = secrets.randbits(16)
-    qname = b"".join(bytes([len(label)]) + label for label in (b"version", b"server")) + b"\0"
-    query = struct.pack("!HHHHHH", query_id, 0, 1, 0, 0, 0) + qname + struct.pack("!HH", 16, 3)
+    query = (
+        struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + b"\x09localhost\x00" + struct.pack("!HH", 1, 1)
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)

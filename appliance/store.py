@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -134,19 +136,22 @@ class Store:
 
         Root-only (0600): with it, anyone could test guesses against the hashed IWF entries."""
         path = self.dir / KEY_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            key = path.read_bytes()
-            if len(key) != KEY_SIZE:
-                raise ValueError(f"{path}: expected a {KEY_SIZE}-byte key, found {len(key)} bytes") from None
-            return key
-        key = secrets.token_bytes(KEY_SIZE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(self.dir)
+        if not path.exists():
+            # Written whole under a temporary name and linked into place, so a process starting at
+            # the same moment reads the one key or none, never a part of one.
+            tmp = self.dir / f".{KEY_FILE}.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(KEY_SIZE))
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+            fsync_dir(self.dir)
+        key = path.read_bytes()
+        if len(key) != KEY_SIZE:
+            raise ValueError(f"{path}: expected a {KEY_SIZE}-byte key, found {len(key)} bytes")
         return key
 
     def setting(self, key: str, default: str) -> str:
@@ -190,3 +195,19 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 def add_state_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help=f"state directory (default ${STATE_ENV} or {DEFAULT_STATE_DIR})")
+
+
+def command(func: Callable[[argparse.Namespace, Store], int]) -> Callable[[argparse.Namespace], int]:
+    """A CLI command over the store (from --state-dir): bad input and refused changes (ValueError,
+    which PolicyError is) become a one-line message and exit status 2, not a traceback."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            with Store(args.state_dir) as store:
+                return func(args, store)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return run

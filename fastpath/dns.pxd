@@ -82,14 +82,17 @@ cdef int build_block(const DnsQuery* q, const uint8_t* ipv4, const uint8_t* ipv6
 # Safe-search rewrite: the client's question, a CNAME (TTL ttl) to target (a host name of target_len
 # bytes), then the answer and authority records of upstream, the upstream server's response for
 # target with the client's qtype and qclass. Upstream's rcode and TC bit are kept; its names are
-# written out in full (its compression pointers are relative to its own message).
+# written out in full (its compression pointers are relative to its own message). An upstream with an
+# extended rcode in its OPT record (BADVERS, BADCOOKIE) has not answered: BUILD_BAD_UPSTREAM.
 cdef int build_cname(const DnsQuery* q, const char* target, size_t target_len, uint32_t ttl,
                      const uint8_t* upstream, size_t upstream_len, uint8_t* out, size_t cap) noexcept nogil
 
 # Removes the ech SvcParam (and its entry in mandatory) from every HTTPS and SVCB record of a
 # response, fixing RDLENGTH and every compression pointer that the removal shifts. out needs n bytes.
 # Returns OK (*out_len and *stripped set; with *stripped == 0 the caller can keep msg), NOT_HANDLED
-# for a query, or MALFORMED (the filter then answers SERVFAIL).
+# for a query, or MALFORMED (the filter then answers SERVFAIL), which includes a pointer to anything
+# but a label of a name earlier in the message: compressors never write one, and after the rewrite it
+# could read different bytes.
 cdef int strip_ech(const uint8_t* msg, size_t n, uint8_t* out, size_t* out_len, int* stripped) noexcept nogil
 
 # A parsed query for Python callers; Cython callers can take its DnsQuery directly.

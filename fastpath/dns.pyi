@@ -98,7 +98,8 @@ def cname_answer(query: Query, target: str, upstream: Buffer, ttl: int = 60, *, 
     query.qclass); the result is the client's question, a CNAME from it to target (TTL ttl), then
     upstream's answer and authority records, with upstream's rcode and TC bit. Upstream's names are
     written in full, so its compression does not matter. tcp=True lifts the UDP size limit. Raises
-    ValueError if target is not a host name, or upstream is malformed or answers another question."""
+    ValueError if target is not a host name, or upstream is malformed, answers another question, or
+    carries an extended rcode (BADVERS, BADCOOKIE: no answer, so retry or answer SERVFAIL)."""
 
 def refused(query: Query) -> bytes: ...
 def servfail(query: Query) -> bytes: ...
@@ -116,4 +117,5 @@ def strip_ech(response: Buffer) -> tuple[ParseStatus, bytes, int]:
     of a response, fixing RDLENGTH and every compression pointer the removal shifts. Returns (OK, the
     rewritten message, how many were removed); with nothing removed the message is returned unchanged.
     (NOT_HANDLED, response, 0) for a query; (MALFORMED, response, 0) for an upstream answer that
-    cannot be parsed or rewritten safely (answer SERVFAIL)."""
+    cannot be parsed or rewritten safely (answer SERVFAIL), such as one with a compression pointer to
+    anything but a label of an earlier name (compressors never write those)."""

@@ -5,8 +5,8 @@ The C-level API is declared in dns.pxd; the Python API is described in dns.pyi."
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
 
 from fastpath.names cimport MALFORMED, NAME_BUF, NEED_MORE, NOT_HANDLED, OK, name_char, normalise_name
 
@@ -15,7 +15,8 @@ import socket
 from fastpath.names import ParseStatus
 
 cdef enum:
-    # A name has at most 127 labels, so a longer pointer chain can only be a loop.
+    # A name has at most 127 labels: more pointers than that only make work (targets decrease, so
+    # there are no true loops).
     MAX_HOPS = 127
     FLAG_QR = 0x8000
     FLAG_TC = 0x0200
@@ -23,6 +24,8 @@ cdef enum:
     ECHOED_FLAGS = 0x7910
     FLAG_RA = 0x0080
     POINTER = 0xC000
+    # Pointers carry 14 bits, so only names below this offset can be pointed at.
+    POINTABLE = 0x4000
 
 # ---------------------------------------------------------------------------------------------------
 # Reading and writing
@@ -85,11 +88,11 @@ cdef struct Strip:
     Removed* ranges     # ascending; grown on demand, since most responses have nothing to strip
     int count
     int cap
-    uint8_t* moved      # bitmap over input offsets of pointers already rewritten (from the first range)
+    uint8_t* labels     # bitmap over input offsets below POINTABLE: the labels of every name read so far
 
 
-cdef Py_ssize_t shift_at(const Strip* st, size_t x) noexcept nogil:
-    """Bytes removed before input offset x, or -1 if x itself was removed."""
+cdef size_t shift_at(const Strip* st, size_t x) noexcept nogil:
+    """Bytes removed before input offset x (which was kept)."""
     cdef int lo = 0
     cdef int hi = st.count
     cdef int mid
@@ -99,43 +102,23 @@ cdef Py_ssize_t shift_at(const Strip* st, size_t x) noexcept nogil:
             lo = mid + 1
         else:
             hi = mid
-    if lo == 0:
-        return 0
-    if x < st.ranges[lo - 1].end:
-        return -1
-    return st.ranges[lo - 1].delta
-
-
-cdef bint span_kept(const Strip* st, size_t first, size_t last) noexcept nogil:
-    """Input bytes first..last all reach the output, contiguously."""
-    cdef Py_ssize_t s = shift_at(st, first)
-    return s >= 0 and s == shift_at(st, last)
-
-
-cdef bint hop_kept(const Strip* st, size_t seg, size_t ptr, size_t target) noexcept nogil:
-    """A later segment of a name, seg up to its pointer at ptr, still resolves after stripping: its
-    bytes are kept and its pointer lands right, either because we rewrote it (a name we copied) or
-    because its target did not move (a pointer we copied verbatim, inside opaque RDATA)."""
-    if not span_kept(st, seg, ptr + 1):
-        return 0
-    return (st.moved[ptr >> 3] & (1 << (ptr & 7))) != 0 or shift_at(st, target) == 0
+    return st.ranges[lo - 1].delta if lo else 0
 
 
 cdef int walk_name(const uint8_t* msg, size_t n, size_t off, uint8_t* wire, NameWalk* w,
-                   const Strip* st) noexcept nogil:
+                   const uint8_t* labels) noexcept nogil:
     """Follows the name at off, checking every label and pointer, and copies its expanded wire form
     (case kept) to wire unless NULL (WIRE_NAME_MAX bytes). Returns 0, or -1 if the name is malformed.
 
     A pointer must point past the header and before the start of the segment it ends (BIND's rule),
-    so every walk terminates; the hop limit also bounds the work per name. With st holding removed
-    ranges, a name that stripping would break is malformed too."""
+    so every walk terminates; the hop limit also bounds the work per name. With labels (a bitmap of
+    label offsets), a pointer must also land on a label of a name read before, as compressors do."""
     cdef size_t pos = off
     cdef size_t seg = off
     cdef size_t wl = 0
     cdef size_t target
     cdef int hops = 0
     cdef uint8_t c
-    cdef bint check = st != NULL and st.count > 0
     w.end = 0
     w.ptr_at = 0
     while True:
@@ -143,8 +126,6 @@ cdef int walk_name(const uint8_t* msg, size_t n, size_t off, uint8_t* wire, Name
             return -1
         c = msg[pos]
         if c == 0:
-            if hops and check and not span_kept(st, seg, pos):
-                return -1
             if wire != NULL:
                 wire[wl] = 0
             w.wire_len = wl + 1
@@ -166,12 +147,12 @@ cdef int walk_name(const uint8_t* msg, size_t n, size_t off, uint8_t* wire, Name
         hops += 1
         if target < HEADER_LEN or target >= seg or hops > MAX_HOPS:
             return -1
+        if labels != NULL and not labels[target >> 3] & (1 << (target & 7)):
+            return -1
         if w.end == 0:
             w.end = pos + 2
             w.ptr_at = pos
             w.ptr_to = target
-        elif check and not hop_kept(st, seg, pos, target):
-            return -1
         pos = seg = target
 
 
@@ -313,7 +294,7 @@ cdef int parse_query(const uint8_t* msg, size_t n, DnsQuery* out) noexcept nogil
         if rtype == TYPE_OPT:
             # RFC 6891: one OPT, owned by the root; a second one is FORMERR
             if out.has_edns or msg[off] != 0 or not edns_options_ok(msg, rdata, end):
-                out.has_edns = 0
+                out.has_edns = out.dnssec_ok = out.udp_size = out.edns_version = 0
                 return MALFORMED
             out.has_edns = 1
             out.udp_size = rd16(msg + off + 3)
@@ -488,7 +469,7 @@ cdef const char* rdata_layout(uint16_t t) noexcept nogil:
     return b""
 
 
-cdef int drop(Strip* st, size_t start, size_t end, size_t n) noexcept nogil:
+cdef int drop(Strip* st, size_t start, size_t end) noexcept nogil:
     """Records that input bytes [start, end) are left out of the output; -1 if out of memory."""
     cdef Removed* grown
     cdef int cap
@@ -499,10 +480,6 @@ cdef int drop(Strip* st, size_t start, size_t end, size_t n) noexcept nogil:
             return -1
         st.ranges = grown
         st.cap = cap
-    if st.moved == NULL:
-        st.moved = <uint8_t*>calloc(n // 8 + 1, 1)
-        if st.moved == NULL:
-            return -1
     st.ranges[st.count].start = start
     st.ranges[st.count].end = end
     st.ranges[st.count].delta = end - start + (st.ranges[st.count - 1].delta if st.count else 0)
@@ -515,6 +492,7 @@ cdef Py_ssize_t copy_name(Rewrite* rw, size_t off, bint owner) noexcept nogil:
     cdef NameWalk w
     cdef uint8_t wire[WIRE_NAME_MAX]
     cdef Strip* st = rw.strip
+    cdef size_t pos
     if st == NULL:
         # upstream's pointers are relative to its message, so write the name in full
         if walk_name(rw.msg, rw.n, off, wire, &w, NULL) < 0:
@@ -524,15 +502,19 @@ cdef Py_ssize_t copy_name(Rewrite* rw, size_t off, bint owner) noexcept nogil:
         else:
             put(rw.out, wire, w.wire_len)
         return w.end
-    if walk_name(rw.msg, rw.n, off, NULL, &w, st) < 0:
+    # Names are copied as they sit, so a pointer into a name read before still finds the same labels
+    # (never removed, never rewritten) once shifted; a pointer anywhere else could not be trusted.
+    if walk_name(rw.msg, rw.n, off, NULL, &w, st.labels) < 0:
         return -1
+    pos = off
+    while pos < w.end and pos < POINTABLE and rw.msg[pos] < 64:
+        st.labels[pos >> 3] |= 1 << (pos & 7)
+        pos += 1 + rw.msg[pos]
     if w.ptr_at == 0:
         put(rw.out, rw.msg + off, w.end - off)
         return w.end
     put(rw.out, rw.msg + off, w.ptr_at - off)
     put16(rw.out, POINTER | (w.ptr_to - shift_at(st, w.ptr_to)))
-    if st.moved != NULL:
-        st.moved[w.ptr_at >> 3] |= 1 << (w.ptr_at & 7)
     return w.end
 
 
@@ -547,7 +529,7 @@ cdef int copy_svc_params(Rewrite* rw, size_t pos, size_t end) noexcept nogil:
             return -1
         vlen = rd16(m + pos + 2)
         if rd16(m + pos) == SVC_ECH:
-            if drop(rw.strip, pos, pos + 4 + vlen, rw.n) < 0:
+            if drop(rw.strip, pos, pos + 4 + vlen) < 0:
                 return -1
             rw.stripped += 1
             pos += 4 + vlen
@@ -560,13 +542,13 @@ cdef int copy_svc_params(Rewrite* rw, size_t pos, size_t end) noexcept nogil:
                 i = vlen
             if i < vlen:
                 if vlen == 2:
-                    if drop(rw.strip, pos, pos + 6, rw.n) < 0:
+                    if drop(rw.strip, pos, pos + 6) < 0:
                         return -1
                 else:
                     put(rw.out, m + pos, 2)
                     put16(rw.out, vlen - 2)
                     put(rw.out, m + pos + 4, i)
-                    if drop(rw.strip, pos + 4 + i, pos + 6 + i, rw.n) < 0:
+                    if drop(rw.strip, pos + 4 + i, pos + 6 + i) < 0:
                         return -1
                     put(rw.out, m + pos + 6 + i, vlen - i - 2)
                 pos += 4 + vlen
@@ -647,6 +629,9 @@ cdef int build_cname(const DnsQuery* q, const char* target, size_t target_len, u
     cdef int an
     cdef int ns
     cdef int rcode
+    cdef int i
+    cdef uint16_t rtype
+    cdef size_t rdata
     cdef bint tc
     if not q.has_question:
         return BUILD_BAD_QUERY
@@ -678,6 +663,14 @@ cdef int build_cname(const DnsQuery* q, const char* target, size_t target_len, u
     off = copy_rrs(&rw, w.end + 4, rd16(upstream + 6), tc, &an)
     if off >= 0:
         off = copy_rrs(&rw, off, rd16(upstream + 8), tc, &ns)
+    # Upstream's OPT belongs to its exchange with the filter: an extended rcode there (BADVERS,
+    # BADCOOKIE) means no answer came back, and its low bits alone would be a wrong rcode.
+    for i in range(rd16(upstream + 10)):
+        if off < 0 or (tc and <size_t>off == upstream_len):
+            break
+        off = rr_end(upstream, upstream_len, off, &rtype, &rdata)
+        if off >= 0 and rtype == TYPE_OPT and upstream[rdata - 6] != 0:
+            off = -1
     if off < 0:
         return BUILD_BAD_UPSTREAM
     return finish(&o, q, rcode, tc, 1 + an, ns)
@@ -687,6 +680,7 @@ cdef int strip_ech(const uint8_t* msg, size_t n, uint8_t* out, size_t* out_len, 
     cdef Out o
     cdef Strip st
     cdef Rewrite rw
+    cdef uint8_t labels[POINTABLE >> 3]
     cdef Py_ssize_t off = HEADER_LEN
     cdef int i
     cdef int copied
@@ -705,7 +699,8 @@ cdef int strip_ech(const uint8_t* msg, size_t n, uint8_t* out, size_t* out_len, 
     st.ranges = NULL
     st.count = 0
     st.cap = 0
-    st.moved = NULL
+    st.labels = labels
+    memset(labels, 0, ((n if n < POINTABLE else POINTABLE) + 7) >> 3)  # only offsets below n are read
     rw.msg = msg
     rw.n = n
     rw.out = &o
@@ -724,7 +719,6 @@ cdef int strip_ech(const uint8_t* msg, size_t n, uint8_t* out, size_t* out_len, 
         if off >= 0:
             off = copy_rrs(&rw, off, rd16(msg + 6 + 2 * i), tc, &copied)
     free(st.ranges)
-    free(st.moved)
     if off < 0 or o.full:
         return MALFORMED
     put(&o, msg + off, n - off)     # bytes after the last record are not ours to judge
@@ -738,6 +732,9 @@ cdef int strip_ech(const uint8_t* msg, size_t n, uint8_t* out, size_t* out_len, 
 
 cdef class Query:
     """A parsed DNS query: the outcome of parse_query, and the input of the response builders."""
+
+    def __cinit__(self) -> None:
+        self._status = MALFORMED  # a Query not made by parse_query holds nothing to answer
 
     @property
     def status(self) -> ParseStatus:

@@ -24,7 +24,7 @@ cdef struct HttpRequestInfo:
 # (an HTTP version other than 1.x, e.g. the HTTP/2 prior-knowledge preface "PRI * HTTP/2.0").
 cdef int parse_http_request(const uint8_t* data, size_t n, HttpRequestInfo* out) noexcept nogil
 
-# Whether a segment's payload could be the first bytes of an HTTP request (a method then a space).
+# Whether a segment's payload starts like a connection's first request: a common method and a space.
 cdef bint looks_like_http_start(const uint8_t* data, size_t n) noexcept nogil
 
 # The Python-level HttpRequest for a parse result over data.

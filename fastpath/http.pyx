@@ -6,7 +6,7 @@ arrives, so a stream that cannot become a request is MALFORMED at once rather th
 
 import cython
 from libc.stdint cimport uint8_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, strlen
 
 from fastpath.names cimport MALFORMED, NAME_MAX, NEED_MORE, NO_NAME, NOT_HANDLED, OK, normalise_name
 
@@ -298,12 +298,20 @@ cdef int parse_http_request(const uint8_t* data, size_t n, HttpRequestInfo* out)
     return status
 
 
+# Methods that mark a segment as a connection's first (RFC 9110 9.3, PATCH, and the HTTP/2 preface).
+# None is the tail of another, so a segment cut inside a method is not taken for a start.
+cdef const char* START_METHODS[10]
+START_METHODS[:] = [b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"CONNECT ", b"OPTIONS ", b"TRACE ",
+                    b"PATCH ", b"PRI "]
+
+
 cdef bint looks_like_http_start(const uint8_t* data, size_t n) noexcept nogil:
-    # Methods in use are upper-case tokens; anything else at the first byte is not a request line.
-    cdef size_t i = 0
-    while i < n and ((data[i] >= 65 and data[i] <= 90) or data[i] == 45 or data[i] == 95):
-        i += 1
-    return i > 0 and (i == n or data[i] == SP)
+    cdef size_t i, length
+    for i in range(10):
+        length = strlen(START_METHODS[i])
+        if n >= length and memcmp(data, START_METHODS[i], length) == 0:
+            return True
+    return False
 
 
 @cython.dataclasses.dataclass(frozen=True)
@@ -352,6 +360,5 @@ def parse_request(data: bytes) -> HttpRequest:
     cdef const uint8_t* ptr = &view[0] if view.shape[0] else NULL
     cdef HttpRequestInfo info
     cdef int status
-    with nogil:
-        status = parse_http_request(ptr, view.shape[0], &info)
+    status = parse_http_request(ptr, view.shape[0], &info)
     return http_request_object(status, &info, ptr)

@@ -52,8 +52,8 @@ cdef class QuicInitialAssembler:
     cdef int64_t largest_pn             # highest authenticated packet number, -1 before the first
     cdef int status                     # NEED_MORE until the ClientHello is parsed or rejected
     cdef size_t contiguous              # CRYPTO bytes received without a gap from offset 0
-    cdef uint64_t have[CRYPTO_WORDS]
-    cdef uint8_t crypto[CRYPTO_BUF]
+    cdef uint64_t have[CRYPTO_WORDS]    # which bytes of the CRYPTO stream have arrived
+    cdef uint8_t crypto[CRYPTO_BUF]     # the CRYPTO stream from offset 0
     cdef ClientHelloInfo info           # valid when status is OK or NO_NAME
 
     cdef int setup(self, uint32_t version, const uint8_t* dcid, size_t dcid_len) except -1
@@ -63,6 +63,7 @@ cdef class QuicInitialAssembler:
     cdef int read_frames(self, const uint8_t* p, size_t n) noexcept nogil
     cdef int try_client_hello(self) noexcept nogil
 
+    # An assembler keyed for the flow (quic_flow_key of its first datagram): one per connection.
     @staticmethod
     cdef QuicInitialAssembler for_flow(const QuicFlowKey* key)
     # One UDP payload: returns a ParseStatus (fastpath.names). Once the ClientHello has been parsed,

@@ -153,20 +153,23 @@ cdef int quic_flow_key(const uint8_t* data, size_t n, QuicFlowKey* out) noexcept
     return OK
 
 
-cdef bint expand_label(const uint8_t* secret, const char* label, size_t label_len, uint8_t* out,
-                       size_t out_len) noexcept nogil:
-    """HKDF-Expand-Label (RFC 8446 7.1) with an empty context, for outputs of at most one SHA-256 block."""
+cdef bint expand_label(const uint8_t* secret, const char* prefix, size_t prefix_len, const char* label,
+                       size_t label_len, uint8_t* out, size_t out_len) noexcept nogil:
+    """HKDF-Expand-Label (RFC 8446 7.1) of the label prefix + label with an empty context, for outputs of
+    at most one SHA-256 block."""
     cdef uint8_t info[64]
     cdef uint8_t md[32]
     cdef unsigned int md_len
+    cdef size_t n = 9 + prefix_len + label_len
     info[0] = 0
     info[1] = <uint8_t>out_len
-    info[2] = <uint8_t>(6 + label_len)
+    info[2] = <uint8_t>(n - 3)
     memcpy(info + 3, b"tls13 ", 6)
-    memcpy(info + 9, label, label_len)
-    info[9 + label_len] = 0       # context length
-    info[10 + label_len] = 1      # HKDF-Expand block counter: T(1) is all that is needed
-    if HMAC(EVP_sha256(), secret, 32, info, 11 + label_len, md, &md_len) == NULL:
+    memcpy(info + 9, prefix, prefix_len)
+    memcpy(info + 9 + prefix_len, label, label_len)
+    info[n] = 0       # context length
+    info[n + 1] = 1   # HKDF-Expand block counter: T(1) is all that is needed
+    if HMAC(EVP_sha256(), secret, 32, info, n + 2, md, &md_len) == NULL:
         return False
     memcpy(out, md, out_len)
     return True
@@ -178,21 +181,19 @@ cdef int derive_initial_keys(uint32_t version, const uint8_t* dcid, size_t dcid_
     cdef uint8_t client_secret[32]
     cdef unsigned int md_len
     cdef bint v2 = version == QUIC_V2
+    # RFC 9369 3.3.2: v2 renames the packet-protection labels.
+    cdef const char* prefix = b"quicv2 " if v2 else b"quic "
+    cdef size_t prefix_len = 7 if v2 else 5
     if (version != QUIC_V1 and not v2) or dcid_len > CID_MAX:
         return -1
     # HKDF-Extract, then the client's secret and its packet-protection keys.
-    if not (HMAC(EVP_sha256(), SALT_V2 if v2 else SALT_V1, 20, dcid, dcid_len, initial_secret, &md_len) != NULL
-            and expand_label(initial_secret, b"client in", 9, client_secret, 32)):
-        return -1
-    if v2:
-        ok = (expand_label(client_secret, b"quicv2 key", 10, out.key, 16)
-              and expand_label(client_secret, b"quicv2 iv", 9, out.iv, 12)
-              and expand_label(client_secret, b"quicv2 hp", 9, out.hp, 16))
-    else:
-        ok = (expand_label(client_secret, b"quic key", 8, out.key, 16)
-              and expand_label(client_secret, b"quic iv", 7, out.iv, 12)
-              and expand_label(client_secret, b"quic hp", 7, out.hp, 16))
-    return 0 if ok else -1
+    if (HMAC(EVP_sha256(), SALT_V2 if v2 else SALT_V1, 20, dcid, dcid_len, initial_secret, &md_len) != NULL
+            and expand_label(initial_secret, b"client in", 9, b"", 0, client_secret, 32)
+            and expand_label(client_secret, prefix, prefix_len, b"key", 3, out.key, 16)
+            and expand_label(client_secret, prefix, prefix_len, b"iv", 2, out.iv, 12)
+            and expand_label(client_secret, prefix, prefix_len, b"hp", 2, out.hp, 16)):
+        return 0
+    return -1
 
 
 cdef inline int64_t decode_packet_number(int64_t largest, uint64_t truncated, int nbits) noexcept nogil:
@@ -240,8 +241,15 @@ cdef size_t first_clear(const uint64_t* bits, size_t i) noexcept nogil:
     return CRYPTO_BUF
 
 
+cdef inline bint hello_parsed(int status) noexcept nogil:
+    """Whether the assembler's ClientHelloInfo holds a parsed ClientHello."""
+    return status == OK or status == NO_NAME
+
+
 cdef class QuicInitialAssembler:
-    """One client connection's Initials, keyed by the version and DCID of its first Initial."""
+    """One client connection's Initials, keyed by the version and DCID of its first Initial.
+
+    Not thread-safe: each flow's datagrams are fed by one thread at a time."""
 
     def __cinit__(self):
         self.aead = EVP_CIPHER_CTX_new()
@@ -419,7 +427,9 @@ cdef class QuicInitialAssembler:
         cdef bint failed = False
         if self.status != NEED_MORE:
             return self.status
-        while pos < n or pos == 0:
+        if n == 0:
+            return MALFORMED
+        while pos < n:
             st = parse_long_header(data + pos, n - pos, &h)
             if st != OK:
                 # Nothing after a short-header or unparseable packet can be located.
@@ -430,23 +440,24 @@ cdef class QuicInitialAssembler:
                 dcid_len = h.dcid_len
             elif h.dcid_len != dcid_len or memcmp(h.dcid, dcid, dcid_len) != 0:
                 break  # coalesced packets share one DCID; receivers ignore the rest (RFC 9000 12.2)
-            if h.kind == INITIAL and h.version == self.version and h.end <= PACKET_MAX:
-                memcpy(scratch, data + pos, h.end)
-                if self.unprotect(scratch, &h, &header_len, &pn) != OK:
-                    # Unauthenticated bytes must not disturb the connection: skip just this packet.
-                    failed = True
-                else:
-                    handled = True
-                    if pn > self.largest_pn:
-                        self.largest_pn = pn
-                    # Reserved bits are authenticated, so a non-zero value is the client's own violation.
-                    if scratch[0] & 0x0C or self.read_frames(scratch + header_len,
-                                                            h.end - header_len - TAG_LEN) != OK:
-                        self.status = MALFORMED
-                        return MALFORMED
-            elif h.kind == INITIAL and h.version == self.version:
-                failed = True
             pos += h.end
+            if h.kind != INITIAL or h.version != self.version:
+                continue  # 0-RTT, Handshake, or another version's packet: skipped by its Length
+            if h.end > PACKET_MAX:
+                failed = True
+                continue
+            memcpy(scratch, data + pos - h.end, h.end)
+            if self.unprotect(scratch, &h, &header_len, &pn) != OK:
+                failed = True  # unauthenticated bytes must not disturb the connection: skip the packet
+                continue
+            handled = True
+            if pn > self.largest_pn:
+                self.largest_pn = pn
+            # Reserved bits are authenticated, so a non-zero value is the client's own violation.
+            if (scratch[0] & 0x0C
+                    or self.read_frames(scratch + header_len, h.end - header_len - TAG_LEN) != OK):
+                self.status = MALFORMED
+                return MALFORMED
         if handled:
             st = self.try_client_hello()
             if st != NEED_MORE:
@@ -466,7 +477,12 @@ cdef class QuicInitialAssembler:
         return QuicInitialAssembler.for_flow(&key)
 
     def feed(self, datagram: bytes) -> ParseStatus:
-        return ParseStatus(self.feed_datagram(datagram, len(datagram)))
+        cdef const uint8_t* data = datagram
+        cdef size_t n = len(datagram)
+        cdef int status
+        with nogil:
+            status = self.feed_datagram(data, n)
+        return ParseStatus(status)
 
     def open_packet(self, packet: bytes) -> tuple[int, bytes, bytes] | None:
         cdef LongHeader h
@@ -493,21 +509,21 @@ cdef class QuicInitialAssembler:
 
     @property
     def alpn(self) -> tuple[str, ...]:
-        if self.status != OK and self.status != NO_NAME:
+        if not hello_parsed(self.status) or self.info.alpn_len <= 0:
             return ()
-        return tuple(self.info.alpn[: self.info.alpn_len].decode("ascii").split(",")) if self.info.alpn_len else ()
+        return tuple(self.info.alpn[: self.info.alpn_len].decode("ascii").split(","))
 
     @property
     def has_ech(self) -> bool:
-        return (self.status == OK or self.status == NO_NAME) and self.info.has_ech
+        return hello_parsed(self.status) and self.info.has_ech
 
     @property
     def legacy_version(self) -> int:
-        return self.info.legacy_version if self.status == OK or self.status == NO_NAME else 0
+        return self.info.legacy_version if hello_parsed(self.status) else 0
 
     @property
     def max_version(self) -> int:
-        return self.info.max_version if self.status == OK or self.status == NO_NAME else 0
+        return self.info.max_version if hello_parsed(self.status) else 0
 
 
 VERSION_1: int = QUIC_V1

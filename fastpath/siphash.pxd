@@ -11,7 +11,8 @@ cdef enum:
 cdef extern from *:
     """
     #include <string.h>
-    /* The table format and SipHash words are little-endian by definition; swap on big-endian hosts. */
+    /* Fixed-order loads: the table format and SipHash words are little-endian by definition, and a
+       reversed name's message words are the name read big-endian. */
     static inline uint64_t sg_load_le64(const uint8_t* p) {
         uint64_t v;
         memcpy(&v, p, 8);
@@ -20,6 +21,23 @@ cdef extern from *:
     #endif
         return v;
     }
+    static inline uint64_t sg_load_be64(const uint8_t* p) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+    #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap64(v);
+    #endif
+        return v;
+    }
+    static inline uint32_t sg_load_be32(const uint8_t* p) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+    #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap32(v);
+    #endif
+        return v;
+    }
+    static inline int sg_ctz64(uint64_t x) { return __builtin_ctzll(x); }
     static inline uint32_t sg_load_le32(const uint8_t* p) {
         uint32_t v;
         memcpy(&v, p, 4);
@@ -31,6 +49,15 @@ cdef extern from *:
     """
     uint64_t sg_load_le64(const uint8_t* p) noexcept nogil
     uint32_t sg_load_le32(const uint8_t* p) noexcept nogil
+    uint64_t sg_load_be64(const uint8_t* p) noexcept nogil
+    uint32_t sg_load_be32(const uint8_t* p) noexcept nogil
+    int sg_ctz64(uint64_t x) noexcept nogil    # x != 0
+
+cdef extern from *:
+    """
+    #define SG_ALL_DEPTHS (~(uint64_t)0)
+    """
+    const uint64_t ALL_DEPTHS "SG_ALL_DEPTHS"
 
 cdef struct SipKey:
     uint64_t k0    # key bytes 0..7, little-endian (the reference convention)
@@ -39,13 +66,14 @@ cdef struct SipKey:
 cdef SipKey sip_key(const uint8_t* key) noexcept nogil
 cdef uint64_t sip_hash(const SipKey* key, const uint8_t* data, size_t n) noexcept nogil
 
-# The hashes of every label-boundary suffix of name[:n], in one pass over the name with its labels
-# reversed ("www.example.com" is hashed as "com.example.www", so each shorter suffix's message is a
-# prefix of the longer one's). hashes[i] belongs to the suffix name[starts[i]:], least specific (the
-# last label) first; both arrays need MAX_SUFFIXES entries. Returns the number of suffixes (0 for an
-# empty name or n outside 0..NAME_MAX).
-cdef int name_suffix_hashes(const SipKey* key, const char* name, int n, uint64_t* hashes,
-                            int* starts) noexcept nogil
+# The hashes of the label-boundary suffixes of name[:n], in one pass over the name reversed byte by
+# byte ("www.example.com" is hashed as "moc.elpmaxe.www", so each shorter suffix's message is a
+# prefix of the longer one's). Only suffixes whose depth d (label count) has bit min(d, 64) - 1 set
+# in depths are finalised (ALL_DEPTHS for every one). hashes[i] belongs to the suffix
+# name[starts[i]:], least specific first; both arrays need MAX_SUFFIXES entries. Returns the number
+# of suffixes hashed (0 for an empty name or n outside 0..NAME_MAX).
+cdef int name_suffix_hashes(const SipKey* key, const char* name, int n, uint64_t depths,
+                            uint64_t* hashes, int* starts) noexcept nogil
 
 # The normalised ASCII form of an entry or query name (IDNA/UTS46 for Unicode), or ValueError naming it.
 cdef bytes entry_name(object name)

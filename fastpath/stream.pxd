@@ -2,6 +2,7 @@
 # and the bounded flow table the data plane keeps them in.
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from fastpath.http cimport HttpRequestInfo
+from fastpath.siphash cimport SipKey
 from fastpath.tls cimport ClientHelloInfo
 
 # Which parser reads a flow's bytes.
@@ -11,8 +12,8 @@ cpdef enum Proto:
 
 cdef enum:
     STREAM_BUF_DEFAULT = 16384
-    # Holes a stream may have at once (plus one for the received data). Real clients leave a few;
-    # more means a deliberately scattered stream, which is MALFORMED.
+    # Separate runs of received bytes a stream may hold at once. Reordering leaves a few holes; more
+    # means a deliberately scattered stream, which is MALFORMED.
     STREAM_RANGES = 16
 
 cdef struct StreamRange:
@@ -42,13 +43,14 @@ cdef void stream_syn(Stream* s, uint32_t isn) noexcept nogil
 cdef void stream_add(Stream* s, uint32_t seq, const uint8_t* payload, size_t n) noexcept nogil
 # A ParseStatus for the bytes so far: the parser's answer on the in-order prefix; NEED_MORE while the
 # start has not arrived; MALFORMED for conflicting overlaps, a scattered stream, or a message that
-# does not fit in cap bytes. scratch needs cap bytes (TLS handshakes split over records).
+# does not fit in cap bytes (or is incomplete when bytes beyond cap arrive). scratch needs cap bytes
+# (for TLS handshakes split over records).
 cdef int stream_parse(Stream* s, uint8_t* scratch, StreamResult* out) noexcept nogil
 # Bytes in order from the start of the stream.
 cdef uint32_t stream_contiguous(const Stream* s) noexcept nogil
 
-# A flow, client to server. Addresses are in network order; IPv4 uses the first 4 bytes and the
-# rest stay zero, so that keys compare as bytes.
+# A flow, client to server. Addresses are in network order; IPv4 uses the first 4 bytes. Keys are
+# hashed and compared as bytes, so build them with flow_key_set.
 cdef struct FlowKey:
     uint8_t src[16]
     uint8_t dst[16]
@@ -57,9 +59,10 @@ cdef struct FlowKey:
     uint8_t family          # 4 or 6
     uint8_t pad[3]          # zero
 
-cdef enum:
-    # FlowKey as 32-bit words, for the keyed hash.
-    FLOW_KEY_WORDS = 10
+# Fills in a whole key (padding and unused address bytes zeroed); family is 4 or 6, and src and dst
+# hold 4 or 16 bytes accordingly.
+cdef void flow_key_set(FlowKey* key, int family, const uint8_t* src, const uint8_t* dst, uint16_t sport,
+                       uint16_t dport) noexcept nogil
 
 # Links of an intrusive least-recently-used list over a pool's entries (by index; -1 ends).
 cdef struct Links:
@@ -79,7 +82,7 @@ cdef struct FlowSlot:
     uint8_t proto
     uint8_t has_syn
 
-# Bounded flow table: at most max_flows flows (about 64 bytes each) and max_streams reassembly buffers
+# Bounded flow table: at most max_flows flows (about 72 bytes each) and max_streams reassembly buffers
 # (buffer_size bytes each), all allocated once. A flow takes a buffer only when payload arrives, so a
 # SYN flood only recycles flow slots. When full, the least recently used flow is evicted; when the
 # buffers are all taken, the flow least recently fed. Not thread-safe: one table per packet thread.
@@ -103,7 +106,7 @@ cdef class FlowTable:
     cdef uint8_t* buffers
     cdef uint8_t* scratch
     cdef uint32_t buffer_size
-    cdef uint32_t hash_key[FLOW_KEY_WORDS + 1]
+    cdef SipKey hash_key
     cdef readonly uint64_t evictions
 
     cdef uint32_t hash(self, const FlowKey* key) noexcept nogil

@@ -1,12 +1,12 @@
 """TCP reassembly of a flow's first bytes and the data plane's bounded flow table. C-level API: stream.pxd."""
 
-from enum import IntEnum
+from enum import IntFlag
 
 from fastpath.http import HttpRequest
 from fastpath.tls import ClientHello
 
-class Proto(IntEnum):
-    """Which parser reads a flow's bytes."""
+class Proto(IntFlag):
+    """Which parser reads a flow's bytes (Cython makes C enums IntFlags)."""
 
     TLS = 1
     HTTP = 2
@@ -20,10 +20,12 @@ class Assembler:
 
     Segments may come in any order, repeated or overlapping (a repeat must carry the same bytes, else
     the stream is MALFORMED); sequence numbers wrap modulo 2**32. With the SYN seen, the stream starts
-    at its sequence number + 1. Without it, the stream starts at the lowest segment whose payload looks
-    like the start of the protocol (a TLS handshake record, an HTTP method and space), and segments are
-    held until such a segment arrives. A message that needs more than `size` bytes, or bytes arriving
-    beyond them before the message is complete, is MALFORMED."""
+    at its sequence number + 1. Without it (a flow first seen mid-handshake), the stream starts at the
+    lowest segment whose payload looks like a connection's first (a TLS handshake record starting a
+    ClientHello; GET, POST or another common method and a space), or whose bytes do together with the
+    segments that follow it; segments are held until then, and bytes before that start are dropped.
+    More than 16 separate runs of bytes at once, a message that needs more than `size` bytes, or bytes
+    arriving beyond them before the message is complete, make the stream MALFORMED."""
 
     def __init__(self, proto: Proto, size: int = 16384) -> None: ...
     def syn(self, isn: int) -> None:

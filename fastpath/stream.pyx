@@ -8,16 +8,14 @@ both run the stream_* functions below."""
 
 import os
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcmp, memcpy, memmove
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 from fastpath.http cimport http_request_object, looks_like_http_start, parse_http_request
 from fastpath.names cimport MALFORMED, NEED_MORE
+from fastpath.siphash cimport KEY_SIZE, sip_hash, sip_key
 from fastpath.tls cimport client_hello_object, looks_like_tls_start, parse_tls_stream
-
-# The keyed hash reads a FlowKey as 32-bit words.
-assert sizeof(FlowKey) == FLOW_KEY_WORDS * 4
 
 cdef enum:
     STREAM_BASE = 1        # base is set: some payload or the SYN has been seen
@@ -129,8 +127,8 @@ cdef void stream_add(Stream* s, uint32_t seq, const uint8_t* payload, size_t n) 
     # Sequence arithmetic is modulo 2^32: the signed distance is the offset.
     off = <int32_t>(seq - s.base)
     if not s.flags & STREAM_SYN:
-        # Without the SYN the stream starts at the lowest segment that looks like a start; until one
-        # arrives, segments are held from the lowest seen.
+        # Without the SYN the stream starts at the lowest segment that looks like a start (or whose
+        # bytes do once the segments after it are in); until then, segments are held from the lowest.
         if off < 0 and (start_like or not s.flags & STREAM_STARTED):
             shift(s, -off)
             off = 0
@@ -163,6 +161,9 @@ cdef void stream_add(Stream* s, uint32_t seq, const uint8_t* payload, size_t n) 
             return
     memcpy(s.data + off, payload, end - <size_t>off)
     insert_range(s, <uint32_t>off, <uint32_t>end)
+    if (not s.flags & STREAM_STARTED and s.nranges and s.ranges[0].start == 0
+            and looks_like_start(s.proto, s.data, s.ranges[0].end)):
+        s.flags |= STREAM_STARTED  # a start cut into pieces smaller than the pattern
 
 
 cdef uint32_t stream_contiguous(const Stream* s) noexcept nogil:
@@ -225,10 +226,10 @@ cdef class Assembler:
         cdef const uint8_t[::1] view = payload
         cdef StreamResult out
         cdef int status
-        with nogil:
-            if view.shape[0]:
-                stream_add(&self.stream, sequence, &view[0], view.shape[0])
-            status = stream_parse(&self.stream, self.memory + self.stream.cap, &out)
+        # The GIL stays held: it is what keeps two Python threads from feeding one stream at once.
+        if view.shape[0]:
+            stream_add(&self.stream, sequence, &view[0], view.shape[0])
+        status = stream_parse(&self.stream, self.memory + self.stream.cap, &out)
         return result_object(status, &self.stream, &out)
 
     @property
@@ -263,24 +264,24 @@ cdef inline void lru_touch(Links* links, LruList* lru, int32_t i) noexcept nogil
         lru_push(links, lru, i)
 
 
+cdef void flow_key_set(FlowKey* key, int family, const uint8_t* src, const uint8_t* dst, uint16_t sport,
+                       uint16_t dport) noexcept nogil:
+    cdef size_t size = 4 if family == 4 else 16
+    memset(key, 0, sizeof(FlowKey))
+    memcpy(key.src, src, size)
+    memcpy(key.dst, dst, size)
+    key.sport = sport
+    key.dport = dport
+    key.family = <uint8_t>family
+
+
 cdef int make_key(object key, FlowKey* out) except -1:
     src, dst, sport, dport = key
-    if len(src) != len(dst) or len(src) not in (4, 16):
+    if not isinstance(src, bytes) or not isinstance(dst, bytes) or len(src) != len(dst) or len(src) not in (4, 16):
         raise ValueError("addresses must both be 4 (IPv4) or 16 (IPv6) packed bytes")
-    memset_key(out)
-    memcpy(out.src, <const char*>src, len(src))
-    memcpy(out.dst, <const char*>dst, len(dst))
-    out.sport = sport
-    out.dport = dport
-    out.family = 4 if len(src) == 4 else 6
+    flow_key_set(out, 4 if len(src) == 4 else 6, <const uint8_t*><const char*>src,
+                 <const uint8_t*><const char*>dst, sport, dport)
     return 0
-
-
-cdef inline void memset_key(FlowKey* key) noexcept nogil:
-    cdef uint8_t* p = <uint8_t*>key
-    cdef size_t i
-    for i in range(sizeof(FlowKey)):
-        p[i] = 0
 
 
 cdef class FlowTable:
@@ -322,9 +323,8 @@ cdef class FlowTable:
         self.flow_lru.newest = self.flow_lru.oldest = -1
         self.stream_lru.newest = self.stream_lru.oldest = -1
         # A secret key per table, so that nobody can choose addresses that all land in one bucket.
-        key = os.urandom(sizeof(self.hash_key))
-        memcpy(self.hash_key, <const char*>key, sizeof(self.hash_key))
-        self.hash_key[FLOW_KEY_WORDS] |= 1
+        key = os.urandom(KEY_SIZE)
+        self.hash_key = sip_key(<const uint8_t*><const char*>key)
 
     def __dealloc__(self):
         free(self.flows)
@@ -337,15 +337,7 @@ cdef class FlowTable:
         free(self.scratch)
 
     cdef uint32_t hash(self, const FlowKey* key) noexcept nogil:
-        # NH universal hashing (as in UMAC) of the key's 32-bit words under the secret key, then a
-        # multiply by an odd secret to spread the sum's bits into the top half.
-        cdef uint32_t words[FLOW_KEY_WORDS]
-        cdef uint64_t h = 0
-        cdef int i
-        memcpy(words, key, sizeof(words))
-        for i in range(0, FLOW_KEY_WORDS, 2):
-            h += <uint64_t>(<uint32_t>(words[i] + self.hash_key[i])) * <uint32_t>(words[i + 1] + self.hash_key[i + 1])
-        return <uint32_t>((h * (self.hash_key[FLOW_KEY_WORDS] | <uint64_t>0x9E3779B900000000)) >> 32)
+        return <uint32_t>sip_hash(&self.hash_key, <const uint8_t*>key, sizeof(FlowKey))
 
     cdef int32_t flow_find(self, const FlowKey* key) noexcept nogil:
         cdef uint32_t h = self.hash(key)
@@ -452,8 +444,7 @@ cdef class FlowTable:
         cdef int status
         make_key(key, &k)
         flow = self.flow_open(&k, Proto(proto))
-        with nogil:
-            status = self.flow_feed(flow, sequence, &view[0] if view.shape[0] else NULL, view.shape[0], &out)
+        status = self.flow_feed(flow, sequence, &view[0] if view.shape[0] else NULL, view.shape[0], &out)
         if self.flows[flow].proto == TLS:
             return client_hello_object(status, &out.tls)
         return http_request_object(status, &out.http, self.flow_data(flow))

@@ -10,6 +10,7 @@ cdef struct TableView:
     const Slot* slots
     const uint64_t* masks      # category mask per maskset id; masks[0] == 0
     uint64_t capacity          # home slot of h is (h * capacity) >> 64
+    uint64_t depths            # label counts entries have, as for siphash.name_suffix_hashes
     SipKey key
 
 cdef struct SuffixHit:

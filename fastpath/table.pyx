@@ -22,6 +22,7 @@ from libc.string cimport memcmp, memcpy, memset
 from posix.mman cimport MAP_FAILED, MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 
 from fastpath.siphash cimport (
+    ALL_DEPTHS,
     KEY_SIZE,
     MAX_SUFFIXES,
     SipKey,
@@ -77,7 +78,8 @@ cdef packed struct FileHeader:
     uint32_t metadata_len
     uint64_t key_fingerprint
     int64_t created                # unix seconds
-    uint8_t reserved[56]
+    uint64_t depths                # bit d - 1 set: some entry has d labels (bit 63: 64 or more)
+    uint8_t reserved[48]
 
 
 class TableError(ValueError):
@@ -194,7 +196,9 @@ cdef inline uint64_t first_not_below(const Slot* slots, uint64_t j, uint64_t h) 
 cdef void table_prepare(const TableView* t, const char* name, int n, Probe* p) noexcept nogil:
     cdef int i
     p.length = n
-    p.count = name_suffix_hashes(&t.key, name, n, p.hashes, p.starts)
+    # Suffixes of a depth no entry has are neither finalised nor probed: in most lists that skips
+    # the top-level domain, a third of a typical name's work.
+    p.count = name_suffix_hashes(&t.key, name, n, t.depths, p.hashes, p.starts)
     for i in range(p.count):
         p.hashes[i] = clamp_hash(p.hashes[i])
         p.homes[i] = sg_fastrange64(p.hashes[i], t.capacity)
@@ -291,6 +295,7 @@ cdef class TableBuilder:
     cdef uint64_t* _masks
     cdef uint32_t* _mask_index      # open addressing over _masks: id + 1, or 0 for a free cell
     cdef uint32_t _mask_count
+    cdef uint64_t _depths
 
     def __cinit__(self, key: bytes):
         self._key = key_from_bytes(key)
@@ -322,7 +327,7 @@ cdef class TableBuilder:
         self._mask_index[cell] = self._mask_count
         return self._mask_count - 1
 
-    cdef _append(self, uint64_t h, object categories, bint exact):
+    cdef _append(self, uint64_t h, object categories, bint exact, object labels):
         cdef int mask_id
         cdef size_t grown
         cdef Slot* entries
@@ -338,6 +343,7 @@ cdef class TableBuilder:
                 raise MemoryError()
             self._entries = entries
             self._allocated = grown
+        self._depths |= ALL_DEPTHS if labels is None else <uint64_t>1 << (min(labels, 64) - 1)
         self._entries[self._count].hash = clamp_hash(h)
         self._entries[self._count].info = <uint32_t>mask_id if exact else <uint32_t>mask_id << 16
         self._count += 1
@@ -348,15 +354,19 @@ cdef class TableBuilder:
         cdef bytes norm = entry_name(name)
         cdef uint64_t hashes[MAX_SUFFIXES]
         cdef int starts[MAX_SUFFIXES]
-        cdef int count = name_suffix_hashes(&self._key, norm, len(norm), hashes, starts)
-        self._append(hashes[count - 1], categories, exact)
+        cdef int count = name_suffix_hashes(&self._key, norm, len(norm), ALL_DEPTHS, hashes, starts)
+        self._append(hashes[count - 1], categories, exact, count)
 
-    def add_hash(self, h: int, categories: int, exact: bool = False) -> None:
+    def add_hash(self, h: int, categories: int, exact: bool = False, labels: int | None = None) -> None:
         """Adds an entry already hashed with fastpath.siphash.keyed_hash under this builder's key, so
-        confidential names never exist in clear beyond the importer that reads them."""
+        confidential names never exist in clear beyond the importer that reads them. labels, the
+        name's label count, lets lookups skip suffix depths no entry has; without it every depth
+        is probed."""
         if not 0 <= h < (1 << 64):
             raise ValueError(f"a keyed hash is a 64-bit unsigned integer, not {h!r}")
-        self._append(h, categories, exact)
+        if labels is not None and not 1 <= labels <= MAX_SUFFIXES:
+            raise ValueError(f"labels must be 1..{MAX_SUFFIXES}, not {labels!r}")
+        self._append(h, categories, exact, labels)
 
     cdef int _merge_duplicates(self) noexcept nogil:
         """Merges sorted entries with equal hashes (one name from several lists) by OR; -2 when the
@@ -458,6 +468,7 @@ cdef class TableBuilder:
                 header.metadata_len = len(blob)
                 header.key_fingerprint = key_fingerprint(&self._key)
                 header.created = int(time.time())
+                header.depths = self._depths
                 memcpy(base + HEADER_SIZE, PyBytes_AS_STRING(blob), len(blob))
                 memcpy(base + <size_t>masks_off, self._masks, self._mask_count * sizeof(uint64_t))
                 slots = <Slot*>(base + <size_t>slots_off)
@@ -609,6 +620,7 @@ cdef class DomainTable:
         # As Python ints, so that no corrupt count can overflow the arithmetic.
         capacity, entries, slot_count = header.capacity, header.entry_count, header.slot_count
         if not (1 <= header.maskset_count <= MAX_MASKSETS and 1 <= capacity and entries <= capacity
+                and (header.depths != 0 or entries == 0)
                 and capacity + PROBE_WINDOW <= slot_count <= capacity + entries + PROBE_WINDOW
                 and header.metadata_len <= METADATA_MAX):
             raise TableError(f"{name}: inconsistent counts in the header")
@@ -624,6 +636,7 @@ cdef class DomainTable:
         self.view.slots = <const Slot*>(self._map + <size_t>slots_off)
         self.view.masks = <const uint64_t*>(self._map + <size_t>masks_off)
         self.view.capacity = header.capacity
+        self.view.depths = header.depths
         self.view.key = key
         if self.view.masks[0] != 0:
             raise TableError(f"{name}: maskset 0 is not empty")

@@ -30,8 +30,8 @@ cdef int parse_client_hello(const uint8_t* msg, size_t n, ClientHelloInfo* out) 
 cdef int parse_tls_stream(const uint8_t* data, size_t n, uint8_t* scratch, size_t scratch_cap,
                           ClientHelloInfo* out) noexcept nogil
 
-# Whether a segment's payload could be the first bytes of a TLS connection: a handshake record with a
-# plausible version and length, holding a ClientHello (as far as the payload goes).
+# Whether a segment's payload starts like a TLS connection's first: a handshake record with a
+# plausible version and length that starts a ClientHello.
 cdef bint looks_like_tls_start(const uint8_t* data, size_t n) noexcept nogil
 
 # The Python-level ClientHello for a parse result (used by the stream module's Python API).

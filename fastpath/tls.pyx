@@ -184,6 +184,7 @@ cdef int parse_body(const uint8_t* body, size_t n, ClientHelloInfo* out) noexcep
             status = OK if ext_len > 0 else MALFORMED  # ECHClientHello starts with its type byte
         else:
             bit = 0  # GREASE and every other extension: skipped
+            status = OK
         # A duplicate would let the filter and the server disagree about which one counts.
         if status != OK or (seen & bit):
             return MALFORMED
@@ -220,14 +221,10 @@ cdef inline bint is_handshake_record(const uint8_t* data, size_t n) noexcept nog
 
 cdef bint looks_like_tls_start(const uint8_t* data, size_t n) noexcept nogil:
     # Stricter than is_handshake_record, as this picks a connection's first segment from ones in the
-    # middle: record versions 3.0 to 3.4, a record length TLS allows, and a ClientHello inside.
-    if not is_handshake_record(data, n):
-        return False
-    if n >= 3 and data[2] > 4:
-        return False
-    if n >= 5 and (be16(data + 3) == 0 or be16(data + 3) > TLS_RECORD_MAX):
-        return False
-    return n < 6 or data[5] == HS_CLIENT_HELLO
+    # middle: record versions 3.0 to 3.4, a record length TLS allows, and a ClientHello inside. A
+    # first segment always holds all six bytes.
+    return (n >= 6 and data[0] == CONTENT_HANDSHAKE and data[1] == 3 and data[2] <= 4
+            and be16(data + 3) > 0 and be16(data + 3) <= TLS_RECORD_MAX and data[5] == HS_CLIENT_HELLO)
 
 
 cdef int parse_tls_stream(const uint8_t* data, size_t n, uint8_t* scratch, size_t scratch_cap,
@@ -306,9 +303,8 @@ def parse_stream(record_stream: bytes) -> ClientHello:
     cdef uint8_t* scratch_ptr = scratch
     cdef ClientHelloInfo info
     cdef int status
-    with nogil:
-        status = parse_tls_stream(&data[0] if data.shape[0] else NULL, data.shape[0], scratch_ptr,
-                                  data.shape[0], &info)
+    status = parse_tls_stream(&data[0] if data.shape[0] else NULL, data.shape[0], scratch_ptr,
+                              data.shape[0], &info)
     return client_hello_object(status, &info)
 
 
@@ -317,6 +313,5 @@ def parse_handshake(message: bytes) -> ClientHello:
     cdef const uint8_t[::1] data = message
     cdef ClientHelloInfo info
     cdef int status
-    with nogil:
-        status = parse_client_hello(&data[0] if data.shape[0] else NULL, data.shape[0], &info)
+    status = parse_client_hello(&data[0] if data.shape[0] else NULL, data.shape[0], &info)
     return client_hello_object(status, &info)

@@ -13,7 +13,7 @@ cpdef enum Reason:
     SCHOOL_ALLOW = 3   # the most specific school override is an allow
     CATEGORY = 4       # a category the group blocks
 
-cdef enum:
+cpdef enum:
     # What a batch writes as the action of an item that yielded no name (see its status).
     NO_VERDICT = 255
 

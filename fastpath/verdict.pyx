@@ -16,7 +16,6 @@ from fastpath.siphash cimport MAX_SUFFIXES, entry_name
 from fastpath.table cimport DomainTable, Probe, SuffixHit, table_match, table_prepare, table_probe
 from fastpath.tls cimport ClientHelloInfo, parse_tls_stream
 
-from fastpath.names import ParseStatus
 
 cdef enum Kind:
     NAMES

@@ -145,4 +145,3 @@ def netns_lab() -> Iterator[NetnsLab]:
         yield lab
     finally:
         lab.destroy()
-

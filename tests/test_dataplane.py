@@ -34,15 +34,17 @@ FOREIGN_DNS4, FOREIGN_DNS6 = "203.0.113.53", "2001:db8:ff::53"
 FOREIGN_ANSWER = "198.51.100.99"
 GATEWAY_BLOCK_ANSWER = "192.0.2.1"
 
-# One HTTP server on several ports that answers with the client address it sees.
+# One HTTP server on several ports that answers GET and POST with the client address it sees.
 WEB_SERVER = """
 import socket, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
         body = self.client_address[0].removeprefix("::ffff:").encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
+    do_POST = do_GET
 class Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
     def server_bind(self):
@@ -135,14 +137,14 @@ def dig(client: Netns, server: str, name: str, *options: str) -> str:
     ).stdout.strip()
 
 
-def processes_in(ns: Netns) -> list[str]:
-    names = []
-    for pid in subprocess.run(
-        ["ip", "netns", "pids", ns.name], capture_output=True, text=True
-    ).stdout.split():
+def processes_in(ns: Netns) -> list[tuple[int, str]]:
+    """(pid, command name) of each process in the namespace."""
+    found = []
+    pids = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True, text=True).stdout
+    for pid in pids.split():
         with contextlib.suppress(FileNotFoundError):  # exited meanwhile
-            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
-    return names
+            found.append((int(pid), Path(f"/proc/{pid}/comm").read_text().strip()))
+    return found
 
 
 def client_network(lab_link: str, gw: Netns, client: Netns, net: int) -> None:
@@ -289,6 +291,15 @@ def test_group_comes_from_interface_and_subnet(gateway: Gateway) -> None:
         staff.ip("addr", "del", "10.99.0.2/32", "dev", "eth0")
 
 
+def test_a_child_that_dies_is_restarted(gateway: Gateway) -> None:
+    unbound = [pid for pid, name in processes_in(gateway.gw) if name == "unbound"]
+    assert len(unbound) == 1
+    os.kill(unbound[0], signal.SIGKILL)
+    time.sleep(2.5)  # one second of back-off, then unbound starts again
+    assert [name for _, name in processes_in(gateway.gw)].count("unbound") == 1, gateway.output()
+    assert dig(gateway.clients["students"], "192.0.2.200", "www.example.com") == FOREIGN_ANSWER
+
+
 def test_watchdog_is_fed(gateway: Gateway) -> None:
     gateway.notified("WATCHDOG=1", timeout=2)
 
@@ -303,7 +314,7 @@ def test_stop_removes_everything(gateway: Gateway) -> None:
         assert "-A" not in gw.run(binary).stdout
     assert gw.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "0"
     assert gw.run("cat", "/proc/sys/net/ipv6/conf/all/forwarding").stdout.strip() == "0"
-    assert "unbound" not in processes_in(gw)
+    assert "unbound" not in [name for _, name in processes_in(gw)]
     assert curl(gateway.clients["staff"], f"http://{WEB4}:8080/").returncode != 0
 
 

@@ -32,6 +32,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import dns.rrset
+import dns.tsig
 import pytest
 import realclients
 from dns.rdtypes.svcbbase import MandatoryParam, ParamKey
@@ -191,9 +192,9 @@ def dig(port: int, name: str, qtype: str = "A", *args: str) -> Dig:
     for line in p.stdout[p.stdout.rfind("->>HEADER<<-") :].splitlines():
         if m := re.match(r";; (\w+) SECTION:", line):
             current = sections.setdefault(m.group(1), [])
-        elif not line.strip() or line.startswith(";;"):
-            current = None if not line.strip() else current
-        elif current is not None:
+        elif not line.strip():
+            current = None
+        elif current is not None and not line.startswith(";;"):
             current.append(line.lstrip(";").split())
     return Dig(p.stdout, status, opcode, int(qid), set(flags), edns[-1] if edns else None, sections)
 
@@ -245,6 +246,8 @@ def test_parses_reverse_and_notify_queries(server: DnsServer) -> None:
     q = fd.parse_query(server.received[-1].message)
     assert q.status is NOT_HANDLED and q.opcode == 4 and q.name == "example.com"
     assert (out.opcode, out.status) == ("NOTIFY", "NOTIMP")
+    r = check_response(server.received[-1].message, fd.notimp(q))
+    assert r.opcode() == dns.opcode.NOTIFY and r.rcode() == dns.rcode.NOTIMP
 
 
 def test_parses_dnspython_queries(server: DnsServer) -> None:
@@ -389,7 +392,7 @@ def test_builders_served_to_dig(
         assert out.edns == f"version: 0, flags:{' do' if '+dnssec' in args else ''}; udp: 1232"
 
 
-def test_badvers_and_notimp_served_to_dig(server: DnsServer) -> None:
+def test_badvers_served_to_dig(server: DnsServer) -> None:
     """EDNS version 1 gets BADVERS (RFC 6891), after which dig retries with version 0."""
     server.handler = lambda message, tcp: (
         fd.badvers(q) if (q := fd.parse_query(message)).edns_version else fd.block_answer(q, BLOCK_V4)
@@ -737,3 +740,378 @@ def test_strip_ech_shifts_pointers_past_the_removed_bytes() -> None:
     out = fd.strip_ech(wire)[1]
     moved = out.index(b"\x01a\x01b\x07example\x03net") + 2
     assert moved == b_example_net - (4 + len(ECH)) and struct.pack("!H", 0xC000 | moved) in out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hand-made wire messages for what real encoders never send
+
+
+def labels(*parts: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in parts) + b"\x00"
+
+
+def ptr(offset: int) -> bytes:
+    return struct.pack("!H", 0xC000 | offset)
+
+
+def rr(owner: bytes, rtype: int, rdata: bytes) -> bytes:
+    return owner + struct.pack("!HHIH", rtype, 1, 300, len(rdata)) + rdata
+
+
+def header(qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0, flags: int = 0x0100) -> bytes:
+    return struct.pack("!HHHHHH", 0x1234, flags, qd, an, ns, ar)
+
+
+def opt(payload: int = 1232, options: bytes = b"") -> bytes:
+    return b"\x00" + struct.pack("!HHIH", 41, payload, 0, len(options)) + options
+
+
+QUESTION = labels("www", "example", "com") + struct.pack("!HH", 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("wire", "status"),
+    [
+        (b"", MALFORMED),
+        (header()[:11], MALFORMED),
+        (header() + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01", MALFORMED),  # label type 01: > 63
+        (header() + labels("a" * 63, "b" * 63, "c" * 63, "d" * 62) + b"\x00\x01\x00\x01", MALFORMED),  # 256
+        (header() + labels("a b", "com") + b"\x00\x01\x00\x01", MALFORMED),
+        (header() + labels("a.b", "com") + b"\x00\x01\x00\x01", MALFORMED),
+        (header() + labels("caf\xe9", "com").replace(b"\xc3\xa9", b"\xe9") + b"\x00\x01\x00\x01", MALFORMED),
+        (header() + b"\x03www" + ptr(12) + b"\x00\x01\x00\x01", MALFORMED),  # a pointer loop
+        (header() + b"\x03www" + ptr(2) + b"\x00\x01\x00\x01", MALFORMED),  # into the header
+        (header() + b"\x03www" + ptr(0x3FFF) + b"\x00\x01\x00\x01", MALFORMED),  # past the end
+        (header() + b"\x03www" + b"\xc0", MALFORMED),
+        (header() + QUESTION[:-1], MALFORMED),
+        (header(ar=2) + QUESTION + opt() + opt(), MALFORMED),  # two OPT records: FORMERR
+        (header(ar=1) + QUESTION + opt(options=b"\x00\x0a\x00\x08abc"), MALFORMED),  # option overruns
+        (header(ar=1) + QUESTION + labels("x") + struct.pack("!HHIH", 41, 1232, 0, 0), MALFORMED),
+        (header(ar=1) + QUESTION, MALFORMED),
+        (header(flags=0x8180) + QUESTION, NOT_HANDLED),  # a response
+        (header(qd=2) + QUESTION + QUESTION, NOT_HANDLED),
+        (header(qd=0, ar=1) + opt(options=b"\x00\x0a\x00\x08abcdefgh"), NOT_HANDLED),  # cookie only
+        (header(flags=0x2800) + QUESTION[:-4] + b"\x00\x06\x00\x01", NOT_HANDLED),  # UPDATE, zone SOA
+        (header(ar=2) + QUESTION + rr(labels("k"), 250, b"\x00" * 8) + opt(), OK),  # TSIG-like, then OPT
+        (header() + QUESTION + b"trailing", OK),
+        (header() + labels() + b"\x00\x02\x00\x01", OK),  # the root
+    ],
+)
+def test_parse_query_edge_cases(wire: bytes, status: ParseStatus) -> None:
+    q = fd.parse_query(wire)
+    assert q.status is status and q.has_header == (len(wire) >= 12)
+    if status is OK:
+        assert q.name in ("www.example.com", "") and q.has_edns == (b"\x00\x00\x29" in wire)
+    if q.has_header:  # FORMERR/NOTIMP can always be sent; with the question only if it was parsed
+        r = dns.message.from_wire(fd.formerr(q))
+        assert (
+            r.id == 0x1234 and r.rcode() == dns.rcode.FORMERR and len(r.question) == int(q.name is not None)
+        )
+    else:
+        with pytest.raises(ValueError):
+            fd.formerr(q)
+    if status is not OK and q.name is None:
+        for build in (fd.nxdomain, fd.nodata, fd.block_answer):
+            with pytest.raises(ValueError):
+                build(q)
+
+
+def test_parse_query_with_real_tsig() -> None:
+    """A TSIG record (dnspython signs the query) sits after the OPT record and is skipped."""
+    q = dns.message.make_query("Signed.Example.", "SOA", use_edns=0, want_dnssec=True)
+    q.use_tsig(dns.tsig.Key("key.example.", base64.b64encode(b"k" * 32).decode()))
+    wire = q.to_wire()
+    parsed = fd.parse_query(wire)
+    assert (parsed.status, parsed.name, parsed.dnssec_ok) == (OK, "signed.example", True)
+    r = dns.message.from_wire(fd.refused(parsed))  # unsigned: the filter holds no TSIG keys
+    assert r.id == q.id and r.question == q.question and r.rcode() == dns.rcode.REFUSED
+
+
+def test_every_truncation_of_a_real_query_is_malformed() -> None:
+    q = dns.message.make_query(
+        "www.example.com",
+        "A",
+        use_edns=0,
+        want_dnssec=True,
+        options=[dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"\x07" * 8)],
+    )
+    wire = q.to_wire()
+    assert fd.parse_query(wire).status is OK
+    for n in range(len(wire)):
+        assert fd.parse_query(wire[:n]).status is MALFORMED, n
+
+
+def https_message(after: bytes, count: int = 1) -> tuple[bytes, int]:
+    """A response: question example.com HTTPS, an HTTPS record whose ech value holds the name
+    foo.example.com, then after (count more records). Returns it and the offset of foo in ech."""
+    name = b"\x03foo" + ptr(12)
+    ech = struct.pack("!H", len(name)) + name  # an ECHConfigList is length-prefixed
+    rdata = b"\x00\x01\x00" + struct.pack("!HH", 1, 3) + b"\x02h2" + struct.pack("!HH", 5, len(ech)) + ech
+    head = header(an=1 + count, flags=0x8180) + labels("example", "com") + struct.pack("!HH", 65, 1)
+    record = rr(ptr(12), 65, rdata)
+    return head + record + after, len(head) + len(record) - len(name)
+
+
+def test_strip_ech_large_tcp_response() -> None:
+    """Past offset 0x3FFF names cannot be pointed at; a 30 KB answer still strips correctly."""
+    records = [("example.com.", "HTTPS", f"1 . alpn=h2 {ECH_PARAM}")]
+    records += [(f"host{i}.zone{i % 7}.example.com.", "A", f"192.0.2.{i % 250}") for i in range(1000)]
+    records += [("example.com.", "SVCB", f"2 . {ECH_PARAM} port=8443")]
+    wire = response("example.com.", "HTTPS", answer=tuple(records), max_size=65535)
+    assert 0x4000 < len(wire) <= 65535
+    status, out, count = fd.strip_ech(wire)
+    assert (status, count) == (OK, 2)
+    assert dns.message.from_wire(out).to_text() == without_ech(wire).to_text()
+    assert fd.strip_ech(wire + bytes(70000))[0] is OK  # oversized input: trailing bytes kept, no overrun
+
+
+def pointer_into(where: str) -> bytes:
+    """A response whose last owner name points into something other than a name read before."""
+    if where == "ech value":  # bytes that strip_ech removes
+        _, foo = https_message(b"")
+        return https_message(rr(ptr(foo), 1, b"\x7f\x00\x00\x01"))[0]
+    head, _ = https_message(b"")
+    svc = len(head)
+    first = rr(b"\x03svc" + ptr(12), 1, b"\x7f\x00\x00\x01")
+    if where == "opaque RDATA":  # private type 65280, whose RDATA holds a pointer to a name that moves
+        blob = svc + len(first) + 2 + 10
+        tail = first + rr(ptr(12), 65280, b"\x01x" + ptr(svc)) + rr(ptr(blob), 1, b"\x7f\x00\x00\x02")
+        return https_message(tail, count=3)[0]
+    # an RR header: RDLENGTH's low byte (4) read as a label whose content includes the CNAME's pointer
+    # to svc, which strip_ech rewrites (found by the fuzzer)
+    # (then the next record's owner, a pointer to the question, ends that name)
+    rdlength = svc + len(first) + 2 + 9
+    tail = first + rr(ptr(12), 5, b"\x01x" + ptr(svc)) + rr(ptr(12), 1, b"\x7f\x00\x00\x02")
+    return https_message(tail + rr(ptr(rdlength), 1, b"\x7f\x00\x00\x03"), count=4)[0]
+
+
+@pytest.mark.parametrize("where", ["ech value", "opaque RDATA", "RR header"])
+def test_strip_ech_refuses_pointers_into_anything_but_names(where: str) -> None:
+    """Decoders follow such pointers (dnspython reads these messages), but once bytes are removed and
+    pointers rewritten they could land on different bytes: strip_ech only trusts pointers to names
+    it has read, which is all that compressors produce."""
+    wire = pointer_into(where)
+    assert len(dns.message.from_wire(wire).answer) >= 2
+    assert fd.strip_ech(wire) == (MALFORMED, wire, 0)
+
+
+def test_strip_ech_truncations_and_tc() -> None:
+    wire = STRIP_CASES["compressed-after"][0]
+    for n in range(len(wire)):
+        assert fd.strip_ech(wire[:n])[0] is MALFORMED, n
+    assert fd.strip_ech(dns.message.make_query("example.com", "HTTPS").to_wire())[0] is NOT_HANDLED
+    # a TC response that stops at a record boundary before its counts are met is passed on stripped
+    full = dns.message.from_wire(wire)
+    cut = dns.message.from_wire(wire)
+    cut.additional = []
+    cut.flags |= dns.flags.TC
+    partial = bytearray(cut.to_wire())
+    partial[10:12] = struct.pack("!H", len(full.additional) + 1)  # the records (and OPT) that did not fit
+    status, out, count = fd.strip_ech(bytes(partial))
+    assert (status, count) == (OK, 1) and ECH not in out and out[10:12] == partial[10:12]
+    out = bytearray(out)
+    out[10:12] = partial[10:12] = b"\x00\x01"  # what is there: the OPT record
+    assert dns.message.from_wire(bytes(out)).to_text() == without_ech(bytes(partial)).to_text()
+
+
+def test_cname_answer_copies_chains_and_negative_upstream_answers() -> None:
+    client = dns.message.make_query("WWW.Google.CO.UK", "A", use_edns=0)
+    query = fd.parse_query(client.to_wire())
+    # the target is itself an alias, and upstream compressed the chain against its question
+    upstream = dns.message.make_response(dns.message.make_query(SAFE_TARGET, "A"))
+    upstream.answer.append(dns.rrset.from_text(SAFE_TARGET, 300, "IN", "CNAME", "safe.l.google.com."))
+    upstream.answer.append(dns.rrset.from_text("safe.l.google.com.", 300, "IN", "A", "216.239.38.120"))
+    r = check_response(client.to_wire(), fd.cname_answer(query, SAFE_TARGET, upstream.to_wire()))
+    assert r.question[0].name.to_text() == "WWW.Google.CO.UK."
+    assert r.answer[0] == dns.rrset.from_text("www.google.co.uk.", 60, "IN", "CNAME", SAFE_TARGET)
+    assert r.answer[1:] == upstream.answer and r.rcode() == dns.rcode.NOERROR
+    # NXDOMAIN and NODATA from upstream: its rcode and its SOA (for negative caching) come through
+    for rcode in (dns.rcode.NXDOMAIN, dns.rcode.NOERROR):
+        upstream = dns.message.make_response(dns.message.make_query(SAFE_TARGET, "A"))
+        upstream.set_rcode(rcode)
+        upstream.authority.append(
+            dns.rrset.from_text(
+                "google.com.", 60, "IN", "SOA", "ns1.google.com. dns-admin.google.com. 1 2 3 4 60"
+            )
+        )
+        r = check_response(client.to_wire(), fd.cname_answer(query, SAFE_TARGET, upstream.to_wire(), ttl=30))
+        assert r.rcode() == rcode and r.answer[0].ttl == 30 and len(r.answer) == 1
+        assert r.authority == upstream.authority
+
+
+@pytest.mark.parametrize(
+    ("target", "upstream"),
+    [
+        ("bad name.example", upstream_for(SAFE_TARGET, 1, "192.0.2.1")),
+        ("", upstream_for(SAFE_TARGET, 1, "192.0.2.1")),
+        ("caf\u00e9.example", upstream_for(SAFE_TARGET, 1, "192.0.2.1")),
+        (SAFE_TARGET, upstream_for("other.example.", 1, "192.0.2.1")),  # answers another name
+        (SAFE_TARGET, upstream_for(SAFE_TARGET, 28, "2001:db8::1")),  # another type
+        (SAFE_TARGET, dns.message.make_query(SAFE_TARGET, "A").to_wire()),  # not a response
+        (SAFE_TARGET, upstream_for(SAFE_TARGET, 1, "192.0.2.1")[:-1]),  # truncated
+        (SAFE_TARGET, b""),
+        (SAFE_TARGET, upstream_for(SAFE_TARGET, 1, rcode=dns.rcode.BADCOOKIE, use_edns=0)),  # no answer
+    ],
+)
+def test_cname_answer_rejects_bad_targets_and_upstreams(target: str, upstream: bytes) -> None:
+    query = fd.parse_query(dns.message.make_query("www.google.com", "A").to_wire())
+    with pytest.raises(ValueError):
+        fd.cname_answer(query, target, upstream)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Properties: any input, and any corruption or truncation of real messages, gives a defined result
+
+COOKIE = dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"\x07" * 8)
+QUERY_CORPUS = [
+    dns.message.make_query("www.example.com", "A").to_wire(),
+    dns.message.make_query(
+        "Mixed.Case.Example", "AAAA", use_edns=0, want_dnssec=True, options=[COOKIE]
+    ).to_wire(),
+    dns.message.make_query(".", "NS", use_edns=None).to_wire(),
+    dns.message.make_query(
+        "_dmarc.example.org", "TXT", payload=4096, options=[dns.edns.ECSOption("192.0.2.0", 24)]
+    ).to_wire(),
+    dns.message.make_query("a" * 63 + ".example", "HTTPS").to_wire(),
+    header(ar=2) + QUESTION + rr(labels("k"), 250, b"\x00" * 8) + opt(),
+]
+SAFE_UPSTREAM_CORPUS = [  # an upstream's answers for the safe-search target
+    upstream_for(SAFE_TARGET, 1, "216.239.38.120", "216.239.38.119"),
+    response(
+        SAFE_TARGET,
+        "A",
+        answer=((SAFE_TARGET, "CNAME", "safe.l.google.com."), ("safe.l.google.com.", "A", "216.239.38.120")),
+        authority=(("google.com.", "NS", "ns1.google.com."),),
+    ),
+    response(SAFE_TARGET, "HTTPS", answer=((SAFE_TARGET, "HTTPS", f"1 . alpn=h2 {ECH_PARAM} port=443"),)),
+    response(
+        SAFE_TARGET,
+        "AAAA",
+        answer=(
+            (SAFE_TARGET, "AAAA", "2001:4860:4802:32::78"),
+            (SAFE_TARGET, "RRSIG", "AAAA 8 3 300 20300101000000 20200101000000 12345 google.com. AAAA"),
+        ),
+    ),
+    response(
+        SAFE_TARGET,
+        "MX",
+        authority=(("google.com.", "SOA", "ns1.google.com. dns-admin.google.com. 1 2 3 4 60"),),
+    ),
+]
+UPSTREAM_CORPUS = [*(wire for wire, _ in STRIP_CASES.values()), *SAFE_UPSTREAM_CORPUS]
+# Types whose names strip_ech and cname_answer follow but dnspython keeps opaque (MD, MF, MB, MG, MR,
+# MINFO, NXT), and SVCB/HTTPS outside class IN (stripped too): on messages holding them the two are
+# not comparable byte for byte.
+DNSPYTHON_OPAQUE = {3, 4, 7, 8, 9, 14, 30}
+
+
+@st.composite
+def corrupted(draw: st.DrawFn, corpus: list[bytes]) -> bytes:
+    wire = bytearray(draw(st.sampled_from(corpus)))
+    for _ in range(draw(st.integers(0, 4))):
+        wire[draw(st.integers(0, len(wire) - 1))] = draw(st.integers(0, 255))
+    return bytes(wire[: draw(st.integers(0, len(wire)))] if draw(st.booleans()) else wire)
+
+
+def dnspython_reads(wire: bytes) -> dns.message.Message | None:
+    try:
+        m = dns.message.from_wire(wire)
+    except Exception:
+        return None
+    types = {rrset.rdtype for section in m.sections for rrset in section}
+    svcb_classes = {
+        rrset.rdclass for section in m.sections for rrset in section if rrset.rdtype in (HTTPS, SVCB)
+    }
+    return None if types & DNSPYTHON_OPAQUE or svcb_classes - {dns.rdataclass.IN} else m
+
+
+def check_query(data: bytes) -> None:
+    q = fd.parse_query(data)
+    assert q.status in (OK, MALFORMED, NOT_HANDLED) and q.has_header == (len(data) >= 12)
+    if q.status is not OK:
+        return
+    assert q.name is not None and q.name in ("", normalise(q.name)) and 16 < q.question_end <= len(data)
+    for build in (fd.nxdomain, fd.nodata, lambda q: fd.block_answer(q, BLOCK_V4, BLOCK_V6), fd.refused):
+        reply = build(q)
+        assert len(reply) <= q.max_udp_response and reply[:2] == data[:2]
+        assert reply[12 : q.question_end] == data[12 : q.question_end]  # the question as sent
+        r = dns.message.from_wire(reply)
+        assert r.question[0].name == dns.name.from_text(q.name) and r.edns == (0 if q.has_edns else -1)
+
+
+def check_strip(data: bytes) -> None:
+    status, out, count = fd.strip_ech(data)
+    assert status in (OK, MALFORMED, NOT_HANDLED)
+    if status is not OK or not count:
+        assert out == data and count == 0
+        return
+    assert len(out) < len(data) and fd.strip_ech(out) == (OK, out, 0)
+    if dnspython_reads(data):  # whatever dnspython reads in the input, it reads stripped in the output
+        assert dns.message.from_wire(out).to_text() == without_ech(data).to_text()
+
+
+def check_cname(data: bytes) -> None:
+    qtype_at = 12 + len(dns.name.from_text(SAFE_TARGET).to_wire())  # the corpus does not compress it
+    qtype = struct.unpack("!H", data[qtype_at : qtype_at + 2])[0] if len(data) >= qtype_at + 2 else 1
+    client = dns.message.make_query("WWW.Google.com", qtype).to_wire()
+    query = fd.parse_query(client)
+    try:
+        reply = fd.cname_answer(query, SAFE_TARGET, data, tcp=True)
+    except ValueError:
+        return
+    assert reply[:2] == client[:2] and reply[12 : query.question_end] == client[12 : query.question_end]
+    upstream = dnspython_reads(data)
+    if upstream is None:  # RDATA is copied as it came: what dnspython refuses there, it refuses here
+        return
+    r = check_response(client, reply)
+    assert r.answer[0] == dns.rrset.from_text("www.google.com.", 60, "IN", "CNAME", SAFE_TARGET)
+    assert r.answer[1:] == upstream.answer and r.authority == upstream.authority
+    assert r.rcode() == upstream.rcode() and bool(r.flags & dns.flags.TC) == bool(
+        upstream.flags & dns.flags.TC
+    )
+
+
+FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(st.binary(max_size=600) | corrupted(QUERY_CORPUS))
+def test_parse_query_any_input(data: bytes) -> None:
+    check_query(data)
+
+
+@FAST
+@given(st.binary(max_size=600) | corrupted(UPSTREAM_CORPUS))
+def test_strip_ech_any_input(data: bytes) -> None:
+    check_strip(data)
+
+
+@FAST
+@given(corrupted(SAFE_UPSTREAM_CORPUS))
+def test_cname_answer_any_upstream(data: bytes) -> None:
+    check_cname(data)
+
+
+def check_frame(data: bytes) -> None:
+    length = fd.frame_length(data)
+    declared = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+    complete = declared is not None and len(data) >= 2 + declared
+    assert (length is not None) == complete and (length is None or length == declared)
+
+
+@FAST
+@given(st.binary(max_size=40))
+def test_frame_length_any_input(data: bytes) -> None:
+    check_frame(data)
+
+
+def test_fuzz_harness_runs_clean(tmp_path: Path) -> None:
+    """tests/fuzz/fuzz_dns.py, briefly (run it longer by hand: -atheris_runs=20000 or more)."""
+    harness = Path(__file__).parent / "fuzz" / "fuzz_dns.py"
+    p = subprocess.run(
+        [sys.executable, str(harness), "-atheris_runs=1500", f"-artifact_prefix={tmp_path}/"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0 and "Done 1500 in" in p.stderr, p.stderr[-3000:]

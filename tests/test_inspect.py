@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import struct
 import subprocess
@@ -155,3 +156,42 @@ def test_frame_type_is_what_the_reader_yields(tmp_path: Path) -> None:
     path = tmp_path / "one.pcap"
     path.write_bytes(_pcap([b"\x00" * 60], linktype=1))
     assert list(read_frames(path)) == [Frame(1, 0.0, b"\x00" * 60)]
+
+
+@pytest.mark.netns
+def test_policy_adds_group_and_verdict(capture: tuple[Path, list[Expected]], tmp_path: Path) -> None:
+    """With an applied policy, each record carries the client's group and the fast path's verdict."""
+    pcap, _ = capture
+    state = tmp_path / "state"
+    games = tmp_path / "games.txt"
+    games.write_text("# a school's own list\nchromium.example.org\n")
+    env = {"APPLIANCE_STATE_DIR": str(state)}
+    steps = [
+        ["lists", "add", "games-local", "--format", "plain", "--category", "games", "--source", str(games)],
+        ["lists", "update", "games-local"],
+        ["policy", "deny", "gnutls.example.org", "--group", "students"],
+        ["policy", "apply"],
+    ]
+    for step in steps:
+        subprocess.run([*APPLIANCE, *step, "--reason", "inspect test"], env={**os.environ, **env}, check=True)
+    config = tmp_path / "appliance.toml"
+    config.write_text(
+        '[appliance]\nname = "Test"\n[wan]\ninterface = "wan0"\n'
+        '[[lan]]\ninterface = "lan0"\ngroup = "students"\nsubnets = ["198.18.0.0/24"]\n'
+        '[[lan]]\ninterface = "lan1"\ngroup = "staff"\nsubnets = ["fd00:cafe::/64"]\n'
+        "[groups.students]\n[groups.staff]\n"
+    )
+    out = subprocess.run(
+        [*APPLIANCE, "inspect", str(pcap), "--json", "--policy", str(state), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = {(r["name"], r["src"]): r for r in map(json.loads, out.stdout.splitlines())}
+    chromium = rows[("chromium.example.org", "198.18.0.1")]
+    assert (chromium["group"], chromium["verdict"]) == ("students", "block")
+    assert "games" in chromium["reason"].lower()
+    gnutls = rows[("gnutls.example.org", "198.18.0.1")]
+    assert (gnutls["verdict"], gnutls["reason"].split(":")[0]) == ("block", "school deny")
+    assert rows[("curl-h1.example.org", "198.18.0.1")]["verdict"] == "allow"
+    assert rows[("curl-h2-v6.example.org", "fd00:cafe::1")]["group"] == "staff"

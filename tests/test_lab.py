@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance import config
+from appliance.dataplane import ruleset
 from appliance.lab import check, netns, processes
 from appliance.lab.sites import INTERNET_FILE, load_internet
 from appliance.lab.topology import WAN_GATEWAY_IPV4, Lab
@@ -85,12 +87,8 @@ def test_status_shows_every_namespace_and_server_running(lab: Lab) -> None:
 def test_every_group_resolves_every_lab_name_through_the_gateway(lab: Lab) -> None:
     for client in lab.clients:
         resolv = (netns.NETNS_ETC / client.netns / "resolv.conf").read_text()
-        assert resolv.split() == [
-            "nameserver",
-            client.gateway_address(4),
-            "nameserver",
-            client.gateway_address(6),
-        ]
+        servers = [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")]
+        assert servers == [client.gateway_address(4), client.gateway_address(6)]
     # Every name the lab serves (safe-search targets, the DoH canary, DoH endpoints...), from one group.
     students = lab.client("students")
     for site in INTERNET.sites:
@@ -261,6 +259,47 @@ def test_a_partly_built_lab_is_reported_and_cleared_by_down() -> None:
         assert up.returncode == 1 and target.client("exams").netns in up.stderr
         assert appliance("lab", "--name", target.name, "down").returncode == 0
         assert nothing_left(target) == []
+    finally:
+        appliance("lab", "--name", target.name, "down")
+
+
+def test_the_appliance_runs_in_the_gateway_with_the_lab_root() -> None:
+    """With --gateway appliance: what the data plane does today, and will keep doing as it grows."""
+    target = Lab(lab_name("la"))
+    try:
+        up = appliance("lab", "--name", target.name, "up", "--gateway", "appliance")
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = appliance("lab", "--name", target.name, "status")
+        assert status.returncode == 0, status.stdout
+        assert "gateway runs the appliance (appliance run)" in status.stdout
+        assert in_ns(target.gateway_ns, "nft", "list", "table", ruleset.FAMILY, ruleset.TABLE).returncode == 0
+        # The appliance's own unbound recurses offline from the lab's root hints.
+        upstream = config.load(target.appliance_config).dns.upstream
+        site = INTERNET.site("www.bbc.co.uk")
+        own = in_ns(
+            target.gateway_ns,
+            "dig",
+            "+short",
+            f"@{upstream.address}",
+            "-p",
+            str(upstream.port),
+            site.names[0],
+        )
+        assert own.stdout.split() == [site.ipv4], own.stdout + own.stderr
+        # DNS a client sends to a foreign resolver is the gateway's business, not the foreign resolver's,
+        # and DoT to it does not get through.
+        students = target.client("students").netns
+        resolver = INTERNET.site(INTERNET.check_resolvers[0])
+        for family in check.FAMILIES:
+            assert check.identity(students, resolver.address(family), family).detail != "lab public resolver"
+        dot = check.dig(
+            students, site.names[0], 4, site.ipv4, [f"@{resolver.ipv4}", "+tls", f"+tls-ca={target.ca_cert}"]
+        )
+        assert not dot.ok, dot
+        pids = [pid for ns in target.namespaces for pid in netns.pids(ns)]
+        assert appliance("lab", "--name", target.name, "down").returncode == 0
+        assert nothing_left(target) == []
+        assert [p for p in pids if processes.alive(p)] == []
     finally:
         appliance("lab", "--name", target.name, "down")
 

@@ -10,10 +10,9 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from fastpath.names import ParseStatus
-
 from appliance.capture.packets import TCP_ACK, TCP_SYN, Packet
 from fastpath import dns, quic
+from fastpath.names import ParseStatus
 from fastpath.stream import Assembler, Proto
 
 DNS_PORT = 53
@@ -99,7 +98,9 @@ def _udp(pkt: Packet, key: FlowKey, flows: dict, done: set[FlowKey]) -> Iterator
         if assembler is None:
             return
         flows[key] = assembler
-    status = assembler.feed(pkt.payload)
+    assembler.feed(pkt.payload)
+    # A datagram that fails authentication is MALFORMED on its own but leaves the connection open.
+    status = assembler.status
     if status != ParseStatus.NEED_MORE:
         done.add(key)
         del flows[key]

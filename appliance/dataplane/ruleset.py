@@ -11,6 +11,7 @@ Per packet, in hook order:
                       queue and, for allowlist groups, drops everything else
   forward, 0          queue stage: queues marked packets to the fast path, natively (chain `queue`)
                       or through the iptables-nft fallback (appliance.dataplane.queue)
+  forward, 10         decide: the fast path's verdict (packet mark) becomes the flow's conntrack mark
   postrouting, srcnat masquerade out of the WAN
 """
 
@@ -26,6 +27,7 @@ FAMILY = "inet"
 # Before iptables' filter FORWARD chain (priority 0), where the fallback queue rules live.
 FORWARD_PRIORITY = -10
 QUEUE_PRIORITY = 0
+DECIDE_PRIORITY = 10  # after the queue stage: a packet accepted from the queue goes on to later chains
 DOT_PORT = 853
 DOH_TIMEOUT = 3600  # seconds an endpoint address stays blocked unless the DNS filter says otherwise
 WEB = (("tcp", 80), ("tcp", 443), ("udp", 443))
@@ -87,6 +89,7 @@ def build(config: Config, native_queue: bool) -> list[Json]:
         *_redirect_dns(config),
         *_forward(config),
         *(_native_queue(config) if native_queue else []),
+        *_decide(),
         *_masquerade(config),
     ]
     # Chains, sets and counters before the rules, which may jump to any chain.
@@ -224,6 +227,24 @@ def _native_queue(config: Config) -> list[Json]:
             "queue", _match(_masked(_meta("mark"), marks.QUEUE_FAIL_CLOSED), 0, "!="), {"queue": fail_closed}
         ),
         _rule("queue", _match(_masked(_meta("mark"), marks.QUEUE_FAIL_OPEN), 0, "!="), {"queue": fail_open}),
+    ]
+
+
+def _decide() -> list[Json]:
+    def flow_mark_set(flow: int) -> Json:
+        kept = _masked(_ct("mark"), ~marks.FLOW_MASK & 0xFFFFFFFF)
+        return {"mangle": {"key": _ct("mark"), "value": {"|": [kept, flow]}}}
+
+    verdict = _masked(_meta("mark"), marks.VERDICT_MASK)
+    return [
+        _base_chain("decide", "filter", "forward", DECIDE_PRIORITY),
+        _rule("decide", _match(verdict, marks.VERDICT_ALLOW), flow_mark_set(marks.FLOW_ALLOWED)),
+        _rule(
+            "decide",
+            _match(verdict, marks.VERDICT_BLOCK),
+            flow_mark_set(marks.FLOW_BLOCKED),
+            {"goto": {"target": "refuse"}},
+        ),
     ]
 
 

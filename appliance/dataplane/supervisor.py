@@ -9,6 +9,7 @@ consumer each describe theirs next to their own code (e.g. appliance.resolver.se
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ class Service:
     prepare: Callable[[], object] = lambda: None
     ready: Callable[[], bool] = lambda: True
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    started_at: float = 0.0
     backoff: float = 1.0
     restart_at: float | None = None
 
@@ -56,11 +58,14 @@ class Supervisor:
             log.info("%s ready (pid %d)", service.name, service.process.pid)
 
     def poll(self) -> None:
-        """Restarts services that died, each after a back-off that doubles while it keeps dying."""
+        """Restarts services that died, each after a back-off that doubles while it keeps dying soon
+        after starting, and starts again from one second once it has run for a while."""
         now = time.monotonic()
         for service in self.services:
             assert service.process is not None
             if service.restart_at is None and service.process.poll() is not None:
+                if now - service.started_at > MAX_BACKOFF:
+                    service.backoff = 1.0
                 service.restart_at = now + service.backoff
                 log.warning(
                     "%s exited with status %d; restarting in %.0fs",
@@ -72,8 +77,6 @@ class Supervisor:
             elif service.restart_at is not None and now >= service.restart_at:
                 service.restart_at = None
                 self._spawn(service)
-            elif service.restart_at is None and service.ready():
-                service.backoff = 1.0
 
     def stop(self) -> None:
         running = [s.process for s in reversed(self.services) if s.process and s.process.poll() is None]
@@ -90,5 +93,10 @@ class Supervisor:
     @staticmethod
     def _spawn(service: Service) -> None:
         service.prepare()
-        service.process = subprocess.Popen(service.argv)
+        # sd_notify is ours to speak: a child that has systemd support (unbound) must not say READY=1.
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+        }
+        service.process = subprocess.Popen(service.argv, env=env)
+        service.started_at = time.monotonic()
         log.info("started %s: %s", service.name, " ".join(service.argv))

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from appliance.lab import netns
@@ -25,7 +26,7 @@ FAMILIES = (4, 6)
 WEB_PROBES = ("https", "h3", "http")
 RESOLVER_PROBES = ("do53", "dot", "doh", "doh-get")
 DIG = ["dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer"]
-CURL = ["curl", "-sS", "--parallel", "--parallel-max", "32", "--connect-timeout", "3", "--max-time", "5"]
+CURL = ["curl", "-sS", "--parallel", "--parallel-max", "32", "--connect-timeout", "5", "--max-time", "10"]
 # curl exit codes a probe meets, in words (see curl(1), EXIT CODES).
 CURL_ERRORS = {
     6: "no address",
@@ -36,7 +37,8 @@ CURL_ERRORS = {
     56: "reset",
     60: "bad certificate",
 }
-WORKERS = 8
+# Probes wait on the network, not the CPU: enough at once that timeouts overlap.
+WORKERS = 48
 STATUS_RE = re.compile(r"status: ([A-Z]+)")
 
 
@@ -62,44 +64,45 @@ Probe = Callable[[], dict[tuple[str, str, int], Outcome]]
 def run(lab: Lab, internet: Internet, groups: list[str]) -> list[Report]:
     """Probes every check name from each group's namespace; groups and probes run in parallel."""
     reports = [Report(lab.client(g)) for g in groups]
-    jobs: list[tuple[Report, Probe]] = []
-    for report in reports:
-        jobs += [(report, p) for p in _probes(lab, internet, report.client)]
     with ThreadPoolExecutor(WORKERS) as pool:
-        for report, results in zip([r for r, _ in jobs], pool.map(lambda job: job[1](), jobs), strict=True):
-            report.results.update(results)
+        futures = [(r, pool.submit(p)) for r in reports for p in _probes(lab, internet, r.client)]
+        for report, future in futures:
+            report.results.update(future.result())
     return reports
+
+
+def _keyed(
+    key: tuple[str, str, int], probe: Callable[..., Outcome], *args: object
+) -> dict[tuple[str, str, int], Outcome]:
+    return {key: probe(*args)}
 
 
 def _probes(lab: Lab, internet: Internet, client: Client) -> list[Probe]:
     ns, ca = client.netns, str(lab.ca_cert)
-    probes: list[Probe] = []
-    for name in internet.check_web:
-        for family in FAMILIES:
-            want = internet.site(name).address(family)
-            probes.append(lambda n=name, f=family, w=want: {(n, "dns", f): dig(ns, n, f, w)})
+    names = list(internet.check_web)
+    probes: list[Probe] = [partial(h3, ns, names, ca)]
     for family in FAMILIES:
-        for scheme in ("https", "http"):
-            probes.append(lambda f=family, s=scheme: curl(ns, list(internet.check_web), s, f, ca))
-    probes.append(lambda: h3(ns, list(internet.check_web), ca))
-    query = internet.resolver_query
-    for name in internet.check_resolvers:
-        for family in FAMILIES:
-            want = internet.site(query).address(4)
+        probes += [partial(curl, ns, names, scheme, family, ca) for scheme in ("https", "http")]
+        for name in names:
+            want = internet.site(name).address(family)
+            probes.append(partial(_keyed, (name, "dns", family), dig, ns, name, family, want))
+        # Each resolver is asked for resolver_query's A record over every transport it offers; DoT and
+        # DoH find the resolver by name, through the gateway, as a browser or phone would.
+        want = internet.site(internet.resolver_query).ipv4
+        for name in internet.check_resolvers:
             addr = internet.site(name).address(family)
-            probes += [
-                lambda n=name, f=family, a=addr, w=want: {(n, "do53", f): dig(ns, query, 4, w, [f"@{a}"], f)},
-                lambda n=name, f=family, w=want: {
-                    (n, "dot", f): dig(ns, query, 4, w, [f"@{n}", "+tls", f"+tls-ca={ca}"], f)
-                },
-                lambda n=name, f=family, w=want: {
-                    (n, "doh", f): dig(ns, query, 4, w, [f"@{n}", "+https", f"+tls-ca={ca}"], f)
-                },
-                lambda n=name, f=family, w=want: {
-                    (n, "doh-get", f): dig(ns, query, 4, w, [f"@{n}", "+https-get", f"+tls-ca={ca}"], f)
-                },
-                lambda n=name, f=family, a=addr: {(n, "id", f): identity(ns, a, f)},
-            ]
+            transports = {
+                "do53": [f"@{addr}"],
+                "dot": [f"@{name}", "+tls", f"+tls-ca={ca}"],
+                "doh": [f"@{name}", "+https", f"+tls-ca={ca}"],
+                "doh-get": [f"@{name}", "+https-get", f"+tls-ca={ca}"],
+            }
+            for probe, options in transports.items():
+                key = (name, probe, family)
+                probes.append(
+                    partial(_keyed, key, dig, ns, internet.resolver_query, 4, want, options, family)
+                )
+            probes.append(partial(_keyed, (name, "id", family), identity, ns, addr, family))
     return probes
 
 
@@ -130,7 +133,8 @@ def identity(ns: str, addr: str, family: int) -> Outcome:
     answers for it itself)."""
     argv = ["dig", "+time=2", "+tries=1", "+short", f"-{family}", f"@{addr}", "id.server", "CH", "TXT"]
     proc = subprocess.run(netns.in_ns(ns, argv), capture_output=True, text=True, check=False)
-    text = proc.stdout.strip().strip('"')
+    # On failure dig +short prints its ";;" complaints to stdout.
+    text = " ".join(line.strip('"') for line in proc.stdout.splitlines() if not line.startswith(";"))
     return Outcome(proc.returncode == 0 and bool(text), text or "no answer")
 
 

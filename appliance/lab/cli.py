@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from appliance.lab.gateway import MODES
-from appliance.lab.topology import Lab
+from appliance.lab.topology import GROUP_VLANS, Lab
 
 # The handlers import the lab's modules when run, so that every other `appliance` command does not
 # pay for loading cryptography.
@@ -14,7 +14,9 @@ from appliance.lab.topology import Lab
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("lab", help="a whole school in network namespaces, offline (needs root)")
-    p.add_argument("--name", default=Lab().name, help="lab name, the prefix of its namespaces (default: lab)")
+    p.add_argument(
+        "--name", default=Lab().name, type=_name, help="lab name, the prefix of its namespaces (default: lab)"
+    )
     sub = p.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
     u = sub.add_parser("up", help="build the lab and start its servers and gateway")
     u.add_argument(
@@ -29,8 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser("down", help="remove everything the lab made").set_defaults(func=_down)
     sub.add_parser("status", help="namespaces, addresses and servers").set_defaults(func=_status)
     c = sub.add_parser("check", help="per group: DNS, HTTPS, HTTP/3 and HTTP for the sample names")
-    c.add_argument("--group", action="append", help="only this group (repeatable)")
+    c.add_argument("--group", action="append", choices=GROUP_VLANS, help="only this group (repeatable)")
     c.set_defaults(func=_check)
+
+
+def _name(text: str) -> str:
+    try:
+        return Lab(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -50,7 +59,11 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from appliance.lab import lab
 
-    removed = lab.down(Lab(args.name))
+    try:
+        removed = lab.down(Lab(args.name))
+    except RuntimeError as e:
+        print(f"lab down: {e}", file=sys.stderr)
+        return 1
     print(f"removed {', '.join(removed)}" if removed else f"lab {args.name!r} was not up")
     return 0
 

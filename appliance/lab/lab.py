@@ -7,7 +7,7 @@ import shutil
 import sys
 
 from appliance.lab import gateway, netns, pki, processes, service, unbound, zones
-from appliance.lab.sites import Internet, load_internet
+from appliance.lab.sites import HTTP_PORT, HTTPS_PORT, Internet, load_internet
 from appliance.lab.topology import (
     CLIENT_IF,
     UPLINK_IF,
@@ -22,6 +22,7 @@ from appliance.lab.topology import (
 )
 
 START_TIMEOUT = 20.0
+RESOLV_OPTIONS = "options timeout:2 attempts:1\n"
 
 
 class LabError(RuntimeError):
@@ -34,9 +35,9 @@ def leftovers(lab: Lab) -> list[str]:
     return found + ([str(lab.state_dir)] if lab.state_dir.exists() else [])
 
 
-def up(lab: Lab, gateway_mode: str = "auto") -> str:
-    """Builds the lab; returns the gateway mode used. Refuses if any part of it exists already, and
-    takes away whatever it made if a step fails."""
+def up(lab: Lab, gateway_mode: str = "auto") -> None:
+    """Builds the lab and starts its servers and gateway. Refuses if any part of it exists already,
+    and takes away whatever it made if a step fails."""
     existing = leftovers(lab)
     if existing:
         raise LabError(
@@ -54,7 +55,6 @@ def up(lab: Lab, gateway_mode: str = "auto") -> str:
     except BaseException:
         down(lab)
         raise
-    return mode
 
 
 def down(lab: Lab) -> list[str]:
@@ -102,8 +102,9 @@ def _network(lab: Lab, internet: Internet) -> None:
             netns.add_route(client.netns, "default", client.gateway_address(family))
         # The school's IPv6 prefixes are routed to it, as an ISP would; IPv4 leaves masqueraded.
         netns.add_route(inet, client.subnet(6), WAN_GATEWAY_IPV6)
+        # Short timeouts, so that a probe of a name the gateway drops fails in seconds, not half a minute.
         resolvers = "".join(f"nameserver {client.gateway_address(f)}\n" for f in (4, 6))
-        netns.write_etc(client.netns, "resolv.conf", resolvers)
+        netns.write_etc(client.netns, "resolv.conf", resolvers + RESOLV_OPTIONS)
     # Tools run in the internet namespace ask the lab's public resolver, never the host's.
     resolver = next(s for s in internet.sites if s.server == "resolver")
     netns.write_etc(inet, "resolv.conf", f"nameserver {resolver.ipv4}\n")
@@ -174,7 +175,7 @@ def _internet_servers(lab: Lab, internet: Internet) -> None:
             [
                 processes.Socket(proto, a, port)
                 for a in web_addrs
-                for proto, port in (("tcp", 80), ("tcp", 443), ("udp", 443))
+                for proto, port in (("tcp", HTTP_PORT), ("tcp", HTTPS_PORT), ("udp", HTTPS_PORT))
             ],
         ),
     }
@@ -214,7 +215,7 @@ def status(lab: Lab) -> tuple[bool, str]:
         if "lo" in by_if:
             shown.append(f"lo: {len(by_if['lo'])} server addresses")
         role = _role(lab, ns)
-        lines.append(f"  {ns:<16} {role:<28} {'; '.join(shown)}")
+        lines.append(f"  {ns:<16} {role:<34} {'; '.join(shown)}")
     lines.append("servers:")
     recorded = processes.recorded(lab.state_dir)
     for name, ns, pid in recorded:

@@ -14,10 +14,13 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
+
+UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 
 
 def read_state(path: Path) -> dict[str, str]:
@@ -37,6 +40,9 @@ def main(argv: list[str]) -> int:
     args.socket.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(args.socket))
+    # Each message carries its sender's pid, so that (like systemd's NotifyAccess=main) only the main
+    # process counts: its children inherit $NOTIFY_SOCKET, and unbound sends READY=1 of its own.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     child = subprocess.Popen(args.command, env={**os.environ, "NOTIFY_SOCKET": str(args.socket)})
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -46,14 +52,28 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, forward)
     state: dict[str, str] = {}
     while child.poll() is None:
-        if select.select([sock], [], [], 0.5)[0]:
-            for line in sock.recv(4096).decode(errors="replace").splitlines():
-                key, _, value = line.partition("=")
-                state[key] = value
-                print(f"notify: {line}", flush=True)
-            tmp = args.state.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state))
-            tmp.replace(args.state)
+        if not select.select([sock], [], [], 0.5)[0]:
+            continue
+        data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(UCRED.size))
+        sender = next(
+            (
+                UCRED.unpack(d[: UCRED.size])[0]
+                for lvl, kind, d in ancillary
+                if (lvl, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+            ),
+            None,
+        )
+        text = data.decode(errors="replace")
+        if sender != child.pid:
+            print(f"notify: ignored {text!r} from pid {sender}, not the main process", flush=True)
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            state[key] = value
+            print(f"notify: {line}", flush=True)
+        tmp = args.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(args.state)
     args.socket.unlink(missing_ok=True)
     print(f"service: {' '.join(args.command)} exited with status {child.returncode}", flush=True)
     return child.returncode

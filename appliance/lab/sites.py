@@ -13,6 +13,9 @@ from appliance.policy.model import CATEGORIES
 
 INTERNET_FILE = Path(__file__).parent / "data" / "internet.toml"
 SERVER_KINDS = ("web", "resolver")
+# What the lab's web server listens on at every web site's address (HTTP/3 is on UDP HTTPS_PORT).
+HTTP_PORT = 80
+HTTPS_PORT = 443
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,9 @@ from aioquic.h3.events import HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 
-from appliance.lab.sites import load_internet
+from appliance.lab.sites import HTTP_PORT, HTTPS_PORT, load_internet
 
-HTTP_PORT = 80
-HTTPS_PORT = 443
-MAX_HEAD = 16384
+MAX_HEAD = 16384  # bytes of request head read before giving up on a request
 READ_TIMEOUT = 10.0
 
 
@@ -133,8 +131,10 @@ async def main(argv: list[str]) -> None:
     quic = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
     quic.load_cert_chain(args.cert, args.key)
     for addr in args.addresses:
-        await asyncio.start_server(partial(handle_tcp, names, "http"), addr, HTTP_PORT)
-        await asyncio.start_server(partial(handle_tcp, names, "https"), addr, HTTPS_PORT, ssl=ctx)
+        await asyncio.start_server(partial(handle_tcp, names, "http"), addr, HTTP_PORT, limit=MAX_HEAD)
+        await asyncio.start_server(
+            partial(handle_tcp, names, "https"), addr, HTTPS_PORT, ssl=ctx, limit=MAX_HEAD
+        )
         await serve(
             addr, HTTPS_PORT, configuration=quic, create_protocol=partial(H3Server, names=names, server=addr)
         )

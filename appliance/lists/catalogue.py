@@ -53,18 +53,32 @@ class ListInfo:
             return datetime.fromisoformat(v) if v else None
 
         return cls(
-            name=row["name"], format=row["format"], category=row["category"], source=row["source"],
-            every_hours=row["every_hours"], entries_file=row["entries_file"], domains=row["domains"],
-            exact=row["exact"], pages=row["pages"], source_sha256=row["source_sha256"],
-            updated=when(row["updated"]), last_attempt=when(row["last_attempt"]),
-            last_error=row["last_error"], problems=row["problems"],
+            name=row["name"],
+            format=row["format"],
+            category=row["category"],
+            source=row["source"],
+            every_hours=row["every_hours"],
+            entries_file=row["entries_file"],
+            domains=row["domains"],
+            exact=row["exact"],
+            pages=row["pages"],
+            source_sha256=row["source_sha256"],
+            updated=when(row["updated"]),
+            last_attempt=when(row["last_attempt"]),
+            last_error=row["last_error"],
+            problems=row["problems"],
             problem_sample=json.loads(row["problem_sample"] or "[]"),
         )
 
     def summary(self) -> dict[str, Any]:
         """What the audit log records about a list: never its entries."""
-        return {"name": self.name, "format": self.format, "category": self.category,
-                "source": self.source, "every_hours": self.every_hours}
+        return {
+            "name": self.name,
+            "format": self.format,
+            "category": self.category,
+            "source": self.source,
+            "every_hours": self.every_hours,
+        }
 
 
 def get(store: Store, name: str) -> ListInfo:
@@ -78,7 +92,9 @@ def all_lists(store: Store) -> list[ListInfo]:
     return [ListInfo.from_row(r) for r in store.db.execute("SELECT * FROM lists ORDER BY name")]
 
 
-def add(ch: Change, name: str, fmt: str, category: str | None, source: str, every_hours: float | None) -> ListInfo:
+def add(
+    ch: Change, name: str, fmt: str, category: str | None, source: str, every_hours: float | None
+) -> ListInfo:
     if not _NAME.match(name):
         raise PolicyError(f"list name {name!r}: use lower-case letters, digits, '.', '_' and '-'")
     if fmt not in LIST_FORMATS:
@@ -116,9 +132,13 @@ def remove(ch: Change, name: str) -> ListInfo:
 def set_source(ch: Change, name: str, source: str, every_hours: float | None) -> ListInfo:
     before = get(ch.store, name)
     if before.padlocked:
-        raise PolicyError(f"the {name} list is padlocked: its source is set when the appliance is provisioned")
-    ch.db.execute("UPDATE lists SET source = ?, every_hours = ?, source_sha256 = NULL WHERE name = ?",
-                  (source, every_hours, name))
+        raise PolicyError(
+            f"the {name} list is padlocked: its source is set when the appliance is provisioned"
+        )
+    ch.db.execute(
+        "UPDATE lists SET source = ?, every_hours = ?, source_sha256 = NULL WHERE name = ?",
+        (source, every_hours, name),
+    )
     after = get(ch.store, name)
     ch.log("list.source", f"list {name} now from {source}", before.summary(), after.summary())
     return after

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from appliance.lists.importer import ImportResult
 from appliance.lists.progress import Progress
 from appliance.policy import upkeep
 from appliance.policy.model import CATEGORIES, PolicyError, check_category
-from appliance.store import Store, add_state_dir_argument
+from appliance.store import Store, add_state_dir_argument, command
 
 SHOWN_PROBLEMS = 20
 
@@ -23,17 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("lists", help="block lists: import, update, stats")
     sub = p.add_subparsers(dest="lists_command", metavar="ACTION", required=True)
 
-    def leaf(name: str, func, help: str) -> argparse.ArgumentParser:  # noqa: ANN001
+    def leaf(
+        name: str, func: Callable[[argparse.Namespace, Store], int], help: str
+    ) -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help, description=help)
         add_state_dir_argument(q)
-        q.set_defaults(func=lambda args: _run(func, args))
+        q.set_defaults(func=command(func))
         return q
 
     q = leaf("add", _cmd_add, "add a list and import it")
     q.add_argument("name", help="a short name, e.g. ut1-adult")
     q.add_argument("--format", required=True, choices=catalogue.LIST_FORMATS)
-    q.add_argument("--category", choices=[c for c, v in CATEGORIES.items() if not v.padlocked],
-                   help="the category its entries are in (not needed for iwf and ctiru)")
+    q.add_argument(
+        "--category",
+        choices=[c for c, v in CATEGORIES.items() if not v.padlocked],
+        help="the category its entries are in (not needed for iwf and ctiru)",
+    )
     q.add_argument("--source", required=True, help="a file, a folder (ut1), or an http(s) URL")
     q.add_argument("--every", type=float, metavar="HOURS", help="fetch again this often (lists update --due)")
     q.add_argument("--no-import", action="store_true", help="only register it")
@@ -41,8 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     q = leaf("import-set", _cmd_import_set, "add every mapped category of a UT1/squidGuard set")
     q.add_argument("folder", type=Path)
-    q.add_argument("--map", action="append", default=[], metavar="FOLDER=CATEGORY",
-                   help="map (or re-map) a set folder to one of our categories")
+    q.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FOLDER=CATEGORY",
+        help="map (or re-map) a set folder to one of our categories",
+    )
     q.add_argument("--prefix", default="ut1-", help="list name prefix (default ut1-)")
     q.add_argument("--every", type=float, metavar="HOURS")
     audit.add_change_arguments(q)
@@ -70,15 +80,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("name")
 
 
-def _run(func, args: argparse.Namespace) -> int:  # noqa: ANN001
-    try:
-        with Store(args.state_dir) as store:
-            return func(args, store)
-    except (PolicyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
 def _report(result: ImportResult) -> bool:
     """Prints an import's outcome; False if it failed."""
     if result.error:
@@ -87,12 +88,17 @@ def _report(result: ImportResult) -> bool:
     if result.unchanged:
         print(f"{result.name}: source unchanged")
         return True
-    print(f"{result.name}: {result.domains + result.exact:,} names ({result.exact:,} exact), "
-          f"{result.pages:,} pages; +{result.added:,} -{result.removed:,}")
+    print(
+        f"{result.name}: {result.domains + result.exact:,} names ({result.exact:,} exact), "
+        f"{result.pages:,} pages; +{result.added:,} -{result.removed:,}"
+    )
     for line in result.sample[:SHOWN_PROBLEMS]:
         print(f"  skipped {line}")
     if result.problems > SHOWN_PROBLEMS:
-        print(f"  ... and {result.problems - SHOWN_PROBLEMS:,} more bad lines (`appliance lists problems {result.name}`)")
+        print(
+            f"  ... and {result.problems - SHOWN_PROBLEMS:,} more bad lines"
+            f" (`appliance lists problems {result.name}`)"
+        )
     for reason, count in result.skipped.items():
         print(f"  ignored {count:,} {reason}")
     return True
@@ -181,11 +187,16 @@ def _cmd_stats(args: argparse.Namespace, store: Store) -> int:
     if not infos:
         print("no lists")
         return 0
-    print(f"{'list':24} {'category':16} {'every path':>11} {'HTTP only':>10} {'updated':>10} {'bad lines':>9}  last error")
+    print(
+        f"{'list':24} {'category':16} {'every path':>11} {'HTTP only':>10} {'updated':>10} {'bad lines':>9}"
+        "  last error"
+    )
     for i in infos:
         error = i.last_error or "-"
-        print(f"{i.name:24} {i.category:16} {i.domains + i.exact:11,} {i.pages:10,} {_age(i.updated, now):>10} "
-              f"{i.problems:9,}  {error}")
+        print(
+            f"{i.name:24} {i.category:16} {i.domains + i.exact:11,} {i.pages:10,} {_age(i.updated, now):>10} "
+            f"{i.problems:9,}  {error}"
+        )
     return 0
 
 

@@ -31,8 +31,10 @@ _U64 = np.dtype("<u8")
 
 
 def key_fingerprint(key: bytes) -> int:
-    """Identifies the key a file was hashed with, without revealing it."""
-    return int.from_bytes(hashlib.blake2b(b"list store", key=key, digest_size=8).digest(), "little")
+    """Identifies the key and the hash function a file was made with, without revealing the key:
+    the keyed hash of a name no list can hold (.invalid is reserved), so a fast-path upgrade that
+    changes the hashing is noticed as surely as a new key."""
+    return keyed_hash(key, "list-store-fingerprint.invalid")
 
 
 def page_hash(key: bytes, host: str, path: str | bytes) -> int:
@@ -83,7 +85,10 @@ class EntrySet:
             raise EntryError(f"{path}: not a list entry file")
         fields = np.frombuffer(head, _U64, offset=len(MAGIC))
         if int(fields[0]) != key_fingerprint(key):
-            raise EntryError(f"{path}: hashed with a different key (import the list again)")
+            raise EntryError(
+                f"{path}: hashed with a different key or hash function "
+                "(import the list again: appliance lists update --force)"
+            )
         counts = [int(c) for c in fields[1:]]
         if path.stat().st_size != _HEADER + 8 * sum(counts):
             raise EntryError(f"{path}: truncated")
@@ -148,9 +153,10 @@ def member(sorted_set: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def changes(old: EntrySet, new: EntrySet) -> tuple[int, int]:
-    """(entries added, entries removed) from old to new, over all kinds of entry."""
+    """(entries added, entries removed) from old to new: names and pages (page_hosts only follow
+    from the pages)."""
     added = removed = 0
-    for a, b in zip(old.arrays(), new.arrays(), strict=True):
+    for a, b in ((old.subtree, new.subtree), (old.exact, new.exact), (old.pages, new.pages)):
         added += len(b) - int(member(a, b).sum())
         removed += len(a) - int(member(b, a).sum())
     return added, removed

@@ -51,8 +51,18 @@ def parse_plain(lines: Iterable[bytes], sink: Sink) -> None:
 
 # Names that every hosts file maps to loopback; they are not blocking entries.
 _HOSTS_BOILERPLATE = {
-    b"localhost", b"localhost.localdomain", b"local", b"broadcasthost", b"ip6-localhost", b"ip6-loopback",
-    b"ip6-localnet", b"ip6-mcastprefix", b"ip6-allnodes", b"ip6-allrouters", b"ip6-allhosts", b"0.0.0.0",
+    b"localhost",
+    b"localhost.localdomain",
+    b"local",
+    b"broadcasthost",
+    b"ip6-localhost",
+    b"ip6-loopback",
+    b"ip6-localnet",
+    b"ip6-mcastprefix",
+    b"ip6-allnodes",
+    b"ip6-allrouters",
+    b"ip6-allhosts",
+    b"0.0.0.0",
 }
 
 
@@ -104,7 +114,9 @@ def parse_adblock(lines: Iterable[bytes], sink: Sink) -> None:
             continue
         options = {o.strip().split(b"=")[0].lstrip(b"~") for o in m[2].split(b",")} if m[2] else set()
         if options & _ADBLOCK_UNSUPPORTED:
-            sink.problem(lineno, f"unsupported modifier ${b','.join(sorted(options)).decode(errors='replace')}")
+            sink.problem(
+                lineno, f"unsupported modifier ${b','.join(sorted(options)).decode(errors='replace')}"
+            )
         elif options - _ADBLOCK_DNS_OPTIONS:
             sink.skipped("browser-only rules (modifiers such as $script or $third-party)")
         else:

@@ -10,17 +10,20 @@ never the text."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import ipaddress
 import json
 import tarfile
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+
+from fastpath.names import normalise
 
 from appliance import audit
 from appliance.lists import catalogue
@@ -29,10 +32,10 @@ from appliance.lists.formats import FORMATS, Parser
 from appliance.lists.progress import Progress
 from appliance.lists.sources import FOLDER_FILES, FetchError, fetch
 from appliance.store import Store
-from fastpath.names import normalise
 from fastpath.siphash import keyed_hash
 
 PROBLEM_SAMPLE = 100
+ENTRY_SEPARATOR = "@"  # entry files are NAME@DIGEST.bin; list names cannot contain it
 _TICK = 1 << 16  # entries between progress updates
 
 
@@ -145,91 +148,154 @@ def _unicode_host(host: bytes) -> str | None:
 def _open(path: Path) -> IO[bytes]:
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def _sources(path: Path, fmt: str, label: str, stack: ExitStack) -> Iterator[tuple[str, IO[bytes], int, Parser]]:
+def _sources(path: Path, fmt: str, label: str) -> Iterator[tuple[str, IO[bytes], int, Parser]]:
     """(name for messages, stream, size, parser) for each file the list's source holds."""
     if fmt != "ut1":
         parser = FORMATS["urls"] if fmt in catalogue.PADLOCKED_FORMATS else FORMATS[fmt]
-        yield label, stack.enter_context(_open(path)), path.stat().st_size, parser
+        with _open(path) as stream:
+            yield label, stream, path.stat().st_size, parser
         return
     parsers = {"domains": FORMATS["plain"], "urls": FORMATS["urls"]}
     if path.is_dir():
         for n in FOLDER_FILES:
             if (path / n).is_file():
-                yield str(path / n), stack.enter_context(open(path / n, "rb")), (path / n).stat().st_size, parsers[n]
+                with open(path / n, "rb") as stream:
+                    yield str(path / n), stream, (path / n).stat().st_size, parsers[n]
         return
-    tar = stack.enter_context(tarfile.open(path, "r:*"))
-    members = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name in FOLDER_FILES]
-    folders = {str(Path(m.name).parent) for m in members}
-    if not members:
-        raise ImportFailed(f"{label}: the archive has no 'domains' or 'urls' file")
-    if len(folders) > 1:
-        raise ImportFailed(f"{label}: the archive holds several categories ({', '.join(sorted(folders))}); "
-                           "import each category folder as its own list")
-    for m in members:
-        stream = tar.extractfile(m)
-        assert stream is not None
-        yield f"{label}:{m.name}", stream, m.size, parsers[Path(m.name).name]
+    with tarfile.open(path, "r:*") as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name in FOLDER_FILES]
+        folders = {str(Path(m.name).parent) for m in members}
+        if not members:
+            raise ImportFailed(f"{label}: the archive has no 'domains' or 'urls' file")
+        if len(folders) > 1:
+            raise ImportFailed(
+                f"{label}: the archive holds several categories ({', '.join(sorted(folders))}); "
+                "import each category folder as its own list"
+            )
+        for m in members:
+            member = tar.extractfile(m)
+            assert member is not None
+            with member:
+                yield f"{label}:{m.name}", member, m.size, parsers[Path(m.name).name]
 
 
-def update(store: Store, name: str, actor: str, reason: str, force: bool = False,
-           progress: Progress | None = None, now: datetime | None = None) -> ImportResult:
+def update(
+    store: Store,
+    name: str,
+    actor: str,
+    reason: str,
+    force: bool = False,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> ImportResult:
     """Fetches and imports the list from its source. Never raises for a bad source: the result (and
     the list's last_error) says what went wrong, and the previous version stays in force."""
     now = now or datetime.now(UTC)
-    info = catalogue.get(store, name)
     result = ImportResult(name)
     progress = progress or Progress()
-    try:
-        with fetch(info.source, store.lists_dir) as fetched:
-            current = store.lists_dir / info.entries_file if info.entries_file else None
-            if not force and fetched.sha256 == info.source_sha256 and current and current.exists():
-                result.unchanged = True
-            else:
-                _import(store, info, fetched.path, fetched.sha256, actor, reason, progress, now, result)
-    except (FetchError, ImportFailed, EntryError, OSError, EOFError, tarfile.TarError) as e:
-        result.error = str(e) if not isinstance(e, OSError) or e.filename else f"{info.source}: {e}"
-    finally:
-        progress.done()
-    store.db.execute("UPDATE lists SET last_attempt = ?, last_error = ? WHERE name = ?",
-                     (now.isoformat(), result.error, name))
+    with _locked(store, name):
+        info = catalogue.get(store, name)
+        _tidy(store, info)
+        try:
+            with fetch(info.source, store.lists_dir) as fetched:
+                current = store.lists_dir / info.entries_file if info.entries_file else None
+                if not force and fetched.sha256 == info.source_sha256 and current and current.exists():
+                    result.unchanged = True
+                else:
+                    _import(store, info, fetched.path, fetched.sha256, actor, reason, progress, now, result)
+        except (FetchError, ImportFailed, EntryError, OSError, EOFError, tarfile.TarError) as e:
+            result.error = str(e) if not isinstance(e, OSError) or e.filename else f"{info.source}: {e}"
+        finally:
+            progress.done()
+        store.db.execute(
+            "UPDATE lists SET last_attempt = ?, last_error = ? WHERE name = ?",
+            (now.isoformat(), result.error, name),
+        )
     return result
 
 
-def _import(store: Store, info: catalogue.ListInfo, path: Path, sha256: str, actor: str, reason: str,
-            progress: Progress, now: datetime, result: ImportResult) -> None:
+@contextlib.contextmanager
+def _locked(store: Store, name: str) -> Iterator[None]:
+    """One import of a list at a time (a second waits)."""
+    store.lists_dir.mkdir(parents=True, exist_ok=True)
+    with open(store.lists_dir / f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _tidy(store: Store, info: catalogue.ListInfo) -> None:
+    """Removes what an interrupted import of this list left behind (a temporary file, or an entry
+    file the database never switched to) and the entry files of removed lists. The database names
+    the one entry file in force; applied generations hold their own links to theirs."""
+    known = {i.name for i in catalogue.all_lists(store)}
+    for path in store.lists_dir.iterdir():
+        list_name = path.name.lstrip(".").split(ENTRY_SEPARATOR)[0]
+        if ENTRY_SEPARATOR not in path.name or path.name == info.entries_file:
+            continue
+        if list_name == info.name or (list_name not in known and path.suffix == ".bin"):
+            path.unlink(missing_ok=True)
+
+
+def _import(
+    store: Store,
+    info: catalogue.ListInfo,
+    path: Path,
+    sha256: str,
+    actor: str,
+    reason: str,
+    progress: Progress,
+    now: datetime,
+    result: ImportResult,
+) -> None:
     key = store.key()
     sink = ImportSink(Collector(key), info.confidential, progress)
-    with ExitStack() as stack:
-        for display, stream, size, parser in _sources(path, info.format, info.source, stack):
-            sink.file, sink.stream, sink.size = display, stream, size
-            parser(stream, sink)
+    for display, stream, size, parser in _sources(path, info.format, info.source):
+        sink.file, sink.stream, sink.size = display, stream, size
+        parser(stream, sink)
     entries = sink.collector.finish()
     if info.padlocked and not (entries.domains or len(entries.pages)):
-        raise ImportFailed(f"{info.name}: the new version has no entries, so it was not loaded "
-                           f"({sink.problems} bad lines)")
-    store.lists_dir.mkdir(parents=True, exist_ok=True)
-    filename = f"{info.name}.{sha256[:16]}.bin"
+        raise ImportFailed(
+            f"{info.name}: the new version has no entries, so it was not loaded ({sink.problems} bad lines)"
+        )
+    filename = f"{info.name}{ENTRY_SEPARATOR}{sha256[:16]}.bin"
     entries.write(store.lists_dir / filename, key)
     current = store.lists_dir / info.entries_file if info.entries_file else None
     old = EntrySet.read(current, key) if current and current.exists() else EntrySet.empty()
     result.added, result.removed = changes(old, entries)
     result.domains, result.exact, result.pages = len(entries.subtree), len(entries.exact), len(entries.pages)
     result.problems, result.sample, result.skipped = sink.problems, sink.sample, sink.skips
-    before = {"domains": info.domains, "exact": info.exact, "pages": info.pages, "source_sha256": info.source_sha256}
+    before = {
+        "domains": info.domains,
+        "exact": info.exact,
+        "pages": info.pages,
+        "source_sha256": info.source_sha256,
+    }
     after = {"domains": result.domains, "exact": result.exact, "pages": result.pages, "source_sha256": sha256}
     with audit.change(store, actor, reason, now) as ch:
         ch.db.execute(
             "UPDATE lists SET entries_file = ?, domains = ?, exact = ?, pages = ?, source_sha256 = ?,"
             " updated = ?, problems = ?, problem_sample = ? WHERE name = ?",
-            (filename, result.domains, result.exact, result.pages, sha256, now.isoformat(),
-             result.problems, json.dumps(result.sample), info.name),
+            (
+                filename,
+                result.domains,
+                result.exact,
+                result.pages,
+                sha256,
+                now.isoformat(),
+                result.problems,
+                json.dumps(result.sample),
+                info.name,
+            ),
         )
         total = result.domains + result.exact + result.pages
-        ch.log("list.update", f"list {info.name}: {total:,} entries (+{result.added:,} -{result.removed:,})",
-               before, after)
+        ch.log(
+            "list.update",
+            f"list {info.name}: {total:,} entries (+{result.added:,} -{result.removed:,})",
+            before,
+            after,
+        )
     if current and current.name != filename:
         current.unlink(missing_ok=True)
-

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.lists.entries import EntrySet
 from fastpath.siphash import keyed_hash
+
+from appliance.lists.entries import EntrySet
 
 
 @dataclass(frozen=True)

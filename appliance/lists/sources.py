@@ -57,6 +57,8 @@ def _download(url: str, to: Path) -> str:
             while chunk := response.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
+    except urllib.error.HTTPError as e:
+        raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise FetchError(f"{url}: {getattr(e, 'reason', None) or e}") from None
     return digest.hexdigest()
@@ -69,7 +71,8 @@ def _digest(path: Path) -> str:
             raise FetchError(f"{path}: a category folder needs a 'domains' or 'urls' file")
         digest = hashlib.sha256()
         for f in files:
-            digest.update(f.name.encode() + b"\0")
+            if path.is_dir():  # which file each part came from matters too
+                digest.update(f.name.encode() + b"\0")
             with open(f, "rb") as src:
                 while chunk := src.read(CHUNK):
                     digest.update(chunk)

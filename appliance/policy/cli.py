@@ -4,9 +4,7 @@ and rollback. Every change takes --reason (and --by, default the Unix user) for 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
@@ -18,25 +16,8 @@ from appliance.policy.compiled import CompiledPolicy
 from appliance.policy.generations import Generation
 from appliance.policy.model import ALL_GROUPS, GROUPS, PolicyError, group_label
 from appliance.policy.schedules import Dated, Schedule, Term, Weekly
-from appliance.store import Store, add_state_dir_argument
+from appliance.store import Store, add_state_dir_argument, command
 from fastpath.table import DomainTable
-
-Command = Callable[[argparse.Namespace], int]
-
-
-def _command(func: Callable[[argparse.Namespace, Store], int]) -> Command:
-    """Opens the store and turns policy errors into a message and exit status 2."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            with Store(args.state_dir) as store:
-                return func(args, store)
-        except (PolicyError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def _group(text: str) -> str:
@@ -47,7 +28,10 @@ def _when(text: str | None, store: Store) -> datetime:
     """A local date-time from the command line (default: now)."""
     if text is None:
         return datetime.now(UTC)
-    when = datetime.fromisoformat(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise PolicyError(f"{text!r}: expected a local time, YYYY-MM-DDTHH:MM") from None
     return when if when.tzinfo else when.replace(tzinfo=store.zone())
 
 
@@ -55,13 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("policy", help="filtering policy: rules, schedules, exam mode, apply")
     sub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
 
-    def leaf(name: str, func: Callable[[argparse.Namespace, Store], int], help: str,
-             change: bool = False) -> argparse.ArgumentParser:
+    def leaf(
+        name: str, func: Callable[[argparse.Namespace, Store], int], help: str, change: bool = False
+    ) -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help, description=help)
         add_state_dir_argument(q)
         if change:
             audit.add_change_arguments(q)
-        q.set_defaults(func=_command(func))
+        q.set_defaults(func=command(func))
         return q
 
     for action in ("allow", "deny"):
@@ -83,8 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("schedule", help="name, e.g. lunch")
     q.add_argument("--weekly", action="append", default=[], help='e.g. "mon-fri 12:00-13:00" (repeatable)')
     q.add_argument("--dated", action="append", default=[], help='e.g. "2025-05-12T09:00/2025-05-12T12:00"')
-    q.add_argument("--terms", choices=["any", "in", "out"], default="any",
-                   help="only in term time (in), only outside it (out), or either (any)")
+    q.add_argument(
+        "--terms",
+        choices=["any", "in", "out"],
+        default="any",
+        help="only in term time (in), only outside it (out), or either (any)",
+    )
     q = leaf("unschedule", _cmd_schedule_remove, "remove a named schedule", change=True)
     q.add_argument("schedule")
     leaf("schedules", _cmd_schedules, "list schedules and term dates")
@@ -118,13 +107,22 @@ def _cmd_rule(args: argparse.Namespace, store: Store) -> int:
     kind, target = ("category", args.category) if args.category else ("name", args.name)
     now = datetime.now(UTC)
     rule = rules.Rule(
-        group=_group(args.group), action=args.action, kind=kind, target=target, reason=args.reason,
-        author=audit.actor(args), created=now, schedule=args.schedule, source=args.ticket,
+        group=_group(args.group),
+        action=args.action,
+        kind=kind,
+        target=target,
+        reason=args.reason,
+        author=audit.actor(args),
+        created=now,
+        schedule=args.schedule,
+        source=args.ticket,
         expires=rules.parse_expiry(args.expires, store.zone()) if args.expires else None,
     )
     with audit.change(store, audit.actor(args), args.reason, now) as ch:
         stored = rules.add(ch, rule)
-    print(f"rule {stored.id}: {stored.describe(store.zone())} (pending: see `policy diff`, then `policy apply`)")
+    print(
+        f"rule {stored.id}: {stored.describe(store.zone())} (pending: see `policy diff`, then `policy apply`)"
+    )
     return 0
 
 
@@ -141,14 +139,17 @@ def _cmd_rules(args: argparse.Namespace, store: Store) -> int:
         if args.group and r.group not in (args.group, ALL_GROUPS):
             continue
         ticket = f" [{r.source}]" if r.source else ""
-        print(f"{r.id:5d}  {r.describe(zone)}{ticket}\n       by {r.author} on {r.created.astimezone(zone):%Y-%m-%d}: "
-              f"{r.reason}")
+        print(
+            f"{r.id:5d}  {r.describe(zone)}{ticket}\n"
+            f"       by {r.author} on {r.created.astimezone(zone):%Y-%m-%d}: {r.reason}"
+        )
     return 0
 
 
 def _cmd_schedule_set(args: argparse.Namespace, store: Store) -> int:
-    schedule = Schedule(tuple(Weekly.parse(w) for w in args.weekly), tuple(Dated.parse(d) for d in args.dated),
-                        args.terms)
+    schedule = Schedule(
+        tuple(Weekly.parse(w) for w in args.weekly), tuple(Dated.parse(d) for d in args.dated), args.terms
+    )
     with audit.change(store, audit.actor(args), args.reason) as ch:
         timetable.set_schedule(ch, args.schedule, schedule)
     print(f"schedule {args.schedule}: {schedule}")
@@ -212,8 +213,16 @@ def _explain(store: Store, gen: Generation, args: argparse.Namespace) -> explain
     key = store.key()
     lookup = ListLookup(key, [(r.name, r.category, r.path) for r in compiled.inputs.lists])
     with DomainTable.open(gen.table_path, key) as table:
-        return explain.explain(compiled, table, lookup, gen.id, args.name, args.group, at,
-                               frozenset(timetable.exam_now(store, at)))
+        return explain.explain(
+            compiled,
+            table,
+            lookup,
+            gen.id,
+            args.name,
+            args.group,
+            at,
+            frozenset(timetable.exam_now(store, at)),
+        )
 
 
 def _cmd_explain(args: argparse.Namespace, store: Store) -> int:
@@ -241,7 +250,9 @@ def _cmd_diff(args: argparse.Namespace, store: Store) -> int:
 
 def _cmd_apply(args: argparse.Namespace, store: Store) -> int:
     now = datetime.now(UTC)
-    gen = generations.apply(store, inputs.from_store(store, now), audit.actor(args), args.reason, now, Progress())
+    gen = generations.apply(
+        store, inputs.from_store(store, now), audit.actor(args), args.reason, now, Progress()
+    )
     _print_enforcement(gen)
     print(f"policy generation {gen.id} in force")
     return 0
@@ -255,8 +266,10 @@ def _cmd_rollback(args: argparse.Namespace, store: Store) -> int:
 
 def _print_enforcement(gen: Generation) -> None:
     for name, counts in gen.manifest["enforcement"].items():
-        print(f"  {name}: {counts['every_path']:,} entries enforced at DNS, TLS, QUIC and HTTP; "
-              f"{counts['http_only']:,} page entries on plain HTTP only")
+        print(
+            f"  {name}: {counts['every_path']:,} entries enforced at DNS, TLS, QUIC and HTTP; "
+            f"{counts['http_only']:,} page entries on plain HTTP only"
+        )
 
 
 def _cmd_status(args: argparse.Namespace, store: Store) -> int:

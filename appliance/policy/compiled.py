@@ -66,8 +66,13 @@ class Masks:
 
     def group_policy(self) -> verdict.GroupPolicy:
         default = verdict.Action.BLOCK if self.default == Action.BLOCK else verdict.Action.ALLOW
-        return verdict.GroupPolicy(blocked=self.blocked, padlocked=self.padlocked, allow=self.allow,
-                                   deny=self.deny, default_action=default)
+        return verdict.GroupPolicy(
+            blocked=self.blocked,
+            padlocked=self.padlocked,
+            allow=self.allow,
+            deny=self.deny,
+            default_action=default,
+        )
 
 
 def name_rule_scopes(rules: tuple[Rule, ...]) -> dict[tuple[str, str, str | None], list[Rule]]:
@@ -87,6 +92,9 @@ def name_rule_scopes(rules: tuple[Rule, ...]) -> dict[tuple[str, str, str | None
 
 
 def assign_bits(inputs: PolicyInputs) -> tuple[Bit, ...]:
+    for r in inputs.rules:
+        if r.schedule is not None and r.schedule not in inputs.schedules:
+            raise PolicyError(f"rule {r.id} runs during schedule {r.schedule!r}, which does not exist")
     wanted: list[dict[str, Any]] = []
     used = {ref.category for ref in inputs.lists}
     wanted += [{"kind": "category", "category": c} for c in CATEGORIES if c in used]
@@ -132,9 +140,6 @@ class CompiledPolicy:
     def school_bit(self, action: str, group: str, schedule: str | None) -> int:
         return self._school[(action, group, schedule)]
 
-    def bit(self, index: int) -> Bit:
-        return self.bits[index]
-
     def describe(self, mask: int) -> list[Bit]:
         return [b for b in self.bits if mask >> b.index & 1]
 
@@ -149,7 +154,8 @@ class CompiledPolicy:
 
     def exam_mode(self, group: str, at: datetime, exam_now: frozenset[str] = frozenset()) -> bool:
         return group != EXAMS and (
-            group in exam_now or any(self.calendar.active(s, at) for s in self.inputs.exam_schedules.get(group, []))
+            group in exam_now
+            or any(self.calendar.active(s, at) for s in self.inputs.exam_schedules.get(group, []))
         )
 
     def padlocked(self, group: str) -> int:
@@ -183,8 +189,14 @@ class CompiledPolicy:
     def category_rules(self, group: str, at: datetime) -> list[Rule]:
         """The category rules in force for group at at, in the order they apply (the last word wins):
         all-groups rules, then the group's own; allows before denies."""
-        live = [r for r in self.inputs.rules
-                if r.kind == "category" and r.group in (ALL_GROUPS, group) and r.active(at) and self._on(r.schedule, at)]
+        live = [
+            r
+            for r in self.inputs.rules
+            if r.kind == "category"
+            and r.group in (ALL_GROUPS, group)
+            and r.active(at)
+            and self._on(r.schedule, at)
+        ]
         return sorted(live, key=lambda r: (r.group != ALL_GROUPS, r.action == "deny"))
 
     def next_change(self, at: datetime) -> datetime:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from fastpath.table import TableBuilder
 
 from appliance.lists.entries import EntrySet
 from appliance.lists.progress import Progress
@@ -21,7 +22,6 @@ from appliance.policy import pages
 from appliance.policy.compiled import CompiledPolicy, name_rule_scopes
 from appliance.policy.model import ALL_GROUPS, GROUPS
 from appliance.store import fsync_dir
-from fastpath.table import TableBuilder
 
 TABLE = "table.bin"
 PAGES = "pages.bin"
@@ -48,8 +48,13 @@ def fingerprint(compiled: CompiledPolicy) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def build(compiled: CompiledPolicy, directory: Path, key: bytes, reuse: Path | None = None,
-          progress: Progress | None = None) -> BuildInfo:
+def build(
+    compiled: CompiledPolicy,
+    directory: Path,
+    key: bytes,
+    reuse: Path | None = None,
+    progress: Progress | None = None,
+) -> BuildInfo:
     """Writes TABLE, PAGES and LISTS/ into directory (which must exist), each fsynced. reuse is a
     previous build's directory whose tables are linked if its fingerprint (in fingerprint.txt) matches."""
     progress = progress or Progress()
@@ -85,8 +90,11 @@ def _build_tables(compiled: CompiledPolicy, directory: Path, key: bytes, progres
     for ref in compiled.inputs.lists:
         bit = compiled.category_bit(ref.category)
         entries = EntrySet.read(ref.path, key, mmap=True)
-        for kind, mask, exact in (("subtree", bit, False), ("exact", bit, True),
-                                  ("page_hosts", compiled.pages_bit, True)):
+        for kind, mask, exact in (
+            ("subtree", bit, False),
+            ("exact", bit, True),
+            ("page_hosts", compiled.pages_bit, True),
+        ):
             array = getattr(entries, kind)
             for start in range(0, len(array), _CHUNK):
                 progress.update(f"compiling: {ref.name} ({kind}) {start:,}/{len(array):,}")
@@ -95,7 +103,9 @@ def _build_tables(compiled: CompiledPolicy, directory: Path, key: bytes, progres
         page_hashes.append(np.asarray(entries.pages))
         page_masks.append(np.full(len(entries.pages), bit, np.uint64))
     trust = compiled.inputs.trust
-    for group, domains in [(ALL_GROUPS, trust.locked_domains)] + [(g, trust.groups[g].locked_domains) for g in GROUPS]:
+    for group, domains in [(ALL_GROUPS, trust.locked_domains)] + [
+        (g, trust.groups[g].locked_domains) for g in GROUPS
+    ]:
         for domain in domains:
             builder.add(domain, compiled.trust_bit(group))
     for (action, group, schedule), rules in name_rule_scopes(compiled.inputs.rules).items():
@@ -106,5 +116,8 @@ def _build_tables(compiled: CompiledPolicy, directory: Path, key: bytes, progres
     metadata = {"fingerprint": fp, "bits": [asdict(b) for b in compiled.bits]}
     builder.build(directory / TABLE, metadata)
     empty = np.empty(0, np.uint64)
-    pages.write(directory / PAGES, np.concatenate(page_hashes) if page_hashes else empty,
-                np.concatenate(page_masks) if page_masks else empty)
+    pages.write(
+        directory / PAGES,
+        np.concatenate(page_hashes) if page_hashes else empty,
+        np.concatenate(page_masks) if page_masks else empty,
+    )

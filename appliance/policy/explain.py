@@ -11,14 +11,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fastpath.names import normalise
+from fastpath.table import DomainTable
+
 from appliance.lists.catalogue import PADLOCKED_FORMATS
 from appliance.lists.lookup import ListLookup, ListMatch
 from appliance.policy.compiled import CompiledPolicy, name_rule_scopes
 from appliance.policy.model import CATEGORIES, PADLOCKED_CATEGORIES, Layer, PolicyError, check_group
 from appliance.policy.rules import Rule
 from fastpath import verdict
-from fastpath.names import normalise
-from fastpath.table import DomainTable
 
 LAYER_TITLES = {
     Layer.PADLOCKED: "IWF and CTIRU lists",
@@ -56,9 +57,13 @@ class Explanation:
         return asdict(self)
 
     def text(self) -> str:
-        exam = f" (exam mode: the {self.policy_group} policy applies)" if self.policy_group != self.group else ""
-        lines = [f"{self.name} for {self.group}{exam}: {self.action.upper()}",
-                 f"  policy generation {self.generation}, at {self.at}"]
+        exam = (
+            f" (exam mode: the {self.policy_group} policy applies)" if self.policy_group != self.group else ""
+        )
+        lines = [
+            f"{self.name} for {self.group}{exam}: {self.action.upper()}",
+            f"  policy generation {self.generation}, at {self.at}",
+        ]
         for s in self.steps:
             mark = "  <- decided here" if s.decided else ""
             lines.append(f"  {s.layer}. {s.title}{mark}")
@@ -66,8 +71,16 @@ class Explanation:
         return "\n".join(lines)
 
 
-def explain(compiled: CompiledPolicy, table: DomainTable, lookup: ListLookup, generation: str, name: str,
-            group: str, at: datetime, exam_now: frozenset[str] = frozenset()) -> Explanation:
+def explain(
+    compiled: CompiledPolicy,
+    table: DomainTable,
+    lookup: ListLookup,
+    generation: str,
+    name: str,
+    group: str,
+    at: datetime,
+    exam_now: frozenset[str] = frozenset(),
+) -> Explanation:
     check_group(group)
     norm = normalise(name)
     if norm is None:
@@ -82,21 +95,36 @@ def explain(compiled: CompiledPolicy, table: DomainTable, lookup: ListLookup, ge
     locked = trust.locked_for(group) | trust.locked_for(g)
 
     def list_findings(categories: set[str] | frozenset[str]) -> list[str]:
-        return [_describe_match(m, refs[m.list].format in PADLOCKED_FORMATS)
-                for m in matches if m.category in categories and m.kind != "page_hosts"]
+        return [
+            _describe_match(m, refs[m.list].format in PADLOCKED_FORMATS)
+            for m in matches
+            if m.category in categories and m.kind != "page_hosts"
+        ]
 
     padlocked = list_findings(set(PADLOCKED_CATEGORIES))
-    pages = [f"the {m.list} list has page-level entries on this host (enforced on plain HTTP only)"
-             for m in matches if m.kind == "page_hosts"]
+    pages = [
+        f"the {m.list} list has page-level entries on this host (enforced on plain HTTP only)"
+        for m in matches
+        if m.kind == "page_hosts"
+    ]
     step1 = Step(Layer.PADLOCKED, LAYER_TITLES[Layer.PADLOCKED], padlocked + pages)
 
-    trust_domains = [f"{d}: locked by the trust for {'all groups' if scope == '*' else scope}"
-                     for scope, domains in [("*", trust.locked_domains), (group, trust.groups[group].locked_domains),
-                                            (g, trust.groups[g].locked_domains)]
-                     for d in domains if norm == d or norm.endswith("." + d)]
+    trust_domains = [
+        f"{d}: locked by the trust for {'all groups' if scope == '*' else scope}"
+        for scope, domains in [
+            ("*", trust.locked_domains),
+            (group, trust.groups[group].locked_domains),
+            (g, trust.groups[g].locked_domains),
+        ]
+        for d in domains
+        if norm == d or norm.endswith("." + d)
+    ]
     locked_cats = locked - set(PADLOCKED_CATEGORIES)
-    step2 = Step(Layer.TRUST_LOCKED, LAYER_TITLES[Layer.TRUST_LOCKED],
-                 list(dict.fromkeys(trust_domains)) + [f"locked category {f}" for f in list_findings(locked_cats)])
+    step2 = Step(
+        Layer.TRUST_LOCKED,
+        LAYER_TITLES[Layer.TRUST_LOCKED],
+        list(dict.fromkeys(trust_domains)) + [f"locked category {f}" for f in list_findings(locked_cats)],
+    )
 
     rule, school = _school_step(compiled, v, norm, g, at)
     step3 = Step(Layer.SCHOOL, LAYER_TITLES[Layer.SCHOOL], school)
@@ -110,20 +138,29 @@ def explain(compiled: CompiledPolicy, table: DomainTable, lookup: ListLookup, ge
         state = "blocked" if c in blocked_now else "allowed"
         r = category_rules.get(c)
         why = f"school rule {r.id} ({r.reason})" if r else f"trust default for {g}"
-        step4.findings.append(f"{CATEGORIES[c].title}: {state} for {g} by {why}; "
-                              + ", ".join(list_findings({c})))
+        step4.findings.append(
+            f"{CATEGORIES[c].title}: {state} for {g} by {why}; " + ", ".join(list_findings({c}))
+        )
     if v.reason == verdict.Reason.DEFAULT:
         step4.findings.append(f"default for {g}: {masks.default.value}")
 
     decided = _decided_layer(v, compiled)
     by_school = {c for c, r in category_rules.items() if r.action == "deny"}
-    if v.reason == verdict.Reason.CATEGORY and any(b.category in by_school for b in compiled.describe(v.bits)):
+    if v.reason == verdict.Reason.CATEGORY and any(
+        b.category in by_school for b in compiled.describe(v.bits)
+    ):
         decided = Layer.SCHOOL
     for step in (step1, step2, step3, step4):
         step.decided = step.layer == decided
     return Explanation(
-        name=norm, group=group, policy_group=g, at=at.isoformat(timespec="seconds"), generation=generation,
-        action="block" if v.action == verdict.Action.BLOCK else "allow", reason=v.reason.name, layer=int(decided),
+        name=norm,
+        group=group,
+        policy_group=g,
+        at=at.isoformat(timespec="seconds"),
+        generation=generation,
+        action="block" if v.action == verdict.Action.BLOCK else "allow",
+        reason=v.reason.name,
+        layer=int(decided),
         categories=[CATEGORIES[c].title for c in in_categories],
         lists=list(dict.fromkeys(m.list for m in matches)),
         rule=rule.to_dict() if rule else None,
@@ -139,8 +176,9 @@ def _describe_match(m: ListMatch, confidential: bool) -> str:
     return f"{m.suffix} ({how}) on list {m.list}"
 
 
-def _school_step(compiled: CompiledPolicy, v: verdict.Verdict, name: str, group: str,
-                 at: datetime) -> tuple[Rule | None, list[str]]:
+def _school_step(
+    compiled: CompiledPolicy, v: verdict.Verdict, name: str, group: str, at: datetime
+) -> tuple[Rule | None, list[str]]:
     """The school rule that decided (if any) and what the school layer holds for this name."""
     findings = []
     deciding = None

@@ -104,8 +104,14 @@ def _next_id(root: Path) -> str:
     return f"{max(ids, default=0) + 1:06d}"
 
 
-def _build(store: Store, compiled: CompiledPolicy, gen_id: str, previous: Generation | None, now: datetime,
-           progress: Progress | None) -> Generation:
+def _build(
+    store: Store,
+    compiled: CompiledPolicy,
+    gen_id: str,
+    previous: Generation | None,
+    now: datetime,
+    progress: Progress | None,
+) -> Generation:
     """Builds a complete generation in a temporary directory beside the live ones."""
     root = _root(store)
     tmp = root / GENERATIONS / f".building-{gen_id}-{os.getpid()}"
@@ -130,8 +136,9 @@ def _build(store: Store, compiled: CompiledPolicy, gen_id: str, previous: Genera
 
 
 @contextlib.contextmanager
-def preview(store: Store, compiled: CompiledPolicy, now: datetime | None = None,
-            progress: Progress | None = None) -> Iterator[Generation]:
+def preview(
+    store: Store, compiled: CompiledPolicy, now: datetime | None = None, progress: Progress | None = None
+) -> Iterator[Generation]:
     """Builds compiled as a generation that is not put in force (for diff and explain --pending)."""
     with _lock(store):
         gen = _build(store, compiled, "pending", current(store), now or datetime.now(UTC), progress)
@@ -143,8 +150,10 @@ def preview(store: Store, compiled: CompiledPolicy, now: datetime | None = None,
 
 def enforcement(compiled: CompiledPolicy) -> dict[str, dict[str, int]]:
     """Per list: entries enforced on every path (DNS, TLS, QUIC, HTTP), and on plain HTTP only."""
-    return {ref.name: {"every_path": ref.domains + ref.exact, "http_only": ref.pages}
-            for ref in compiled.inputs.lists}
+    return {
+        ref.name: {"every_path": ref.domains + ref.exact, "http_only": ref.pages}
+        for ref in compiled.inputs.lists
+    }
 
 
 def _swap(store: Store, gen: Generation) -> None:
@@ -158,8 +167,14 @@ def _swap(store: Store, gen: Generation) -> None:
     fsync_dir(root)
 
 
-def apply(store: Store, inputs: PolicyInputs, actor: str, reason: str, now: datetime | None = None,
-          progress: Progress | None = None) -> Generation:
+def apply(
+    store: Store,
+    inputs: PolicyInputs,
+    actor: str,
+    reason: str,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> Generation:
     """Compiles inputs, builds the generation and puts it in force; logs it."""
     now = now or datetime.now(UTC)
     compiled = CompiledPolicy.compile(inputs)
@@ -172,9 +187,12 @@ def apply(store: Store, inputs: PolicyInputs, actor: str, reason: str, now: date
         fsync_dir(gen.path.parent)
         _swap(store, gen)
         with audit.change(store, actor, reason, now) as ch:
-            ch.log("policy.apply", f"policy generation {gen.id} applied (replacing {previous.id if previous else 'none'})",
-                   {"generation": previous.id if previous else None},
-                   {"generation": gen.id, "fingerprint": gen.manifest["fingerprint"]})
+            ch.log(
+                "policy.apply",
+                f"policy generation {gen.id} applied (replacing {previous.id if previous else 'none'})",
+                {"generation": previous.id if previous else None},
+                {"generation": gen.id, "fingerprint": gen.manifest["fingerprint"]},
+            )
         _collect(store, gen)
     return gen
 
@@ -189,8 +207,12 @@ def rollback(store: Store, actor: str, reason: str, now: datetime | None = None)
         gen = get(store, live.previous)
         _swap(store, gen)
         with audit.change(store, actor, reason, now) as ch:
-            ch.log("policy.rollback", f"policy rolled back from generation {live.id} to {gen.id}",
-                   {"generation": live.id}, {"generation": gen.id})
+            ch.log(
+                "policy.rollback",
+                f"policy rolled back from generation {live.id} to {gen.id}",
+                {"generation": live.id},
+                {"generation": gen.id},
+            )
     return gen
 
 
@@ -200,12 +222,17 @@ def _reconcile(store: Store, live: Generation | None) -> None:
     if live is None:
         return
     row = store.db.execute(
-        "SELECT after FROM audit WHERE action IN ('policy.apply', 'policy.rollback') ORDER BY seq DESC LIMIT 1"
+        "SELECT after FROM audit WHERE action IN ('policy.apply', 'policy.rollback')"
+        " ORDER BY seq DESC LIMIT 1"
     ).fetchone()
     if row is None or json.loads(row["after"])["generation"] != live.id:
         with audit.change(store, "system", "an apply was interrupted after the new policy went live") as ch:
-            ch.log("policy.apply", f"policy generation {live.id} found in force without an audit entry",
-                   None, {"generation": live.id, "fingerprint": live.manifest["fingerprint"]})
+            ch.log(
+                "policy.apply",
+                f"policy generation {live.id} found in force without an audit entry",
+                None,
+                {"generation": live.id, "fingerprint": live.manifest["fingerprint"]},
+            )
 
 
 def _collect(store: Store, live: Generation) -> None:

@@ -8,9 +8,10 @@ rules, or rebuilt with refreshed lists, without picking up changes nobody has ap
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from appliance.lists import catalogue
 from appliance.policy import rules as rules_mod
@@ -19,7 +20,6 @@ from appliance.policy.rules import Rule
 from appliance.policy.schedules import Calendar, Schedule, Term
 from appliance.policy.trust import TrustPolicy
 from appliance.store import Store
-from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,21 @@ class ListRef:
     pages: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "format": self.format, "category": self.category, "file": self.path.name,
-                "domains": self.domains, "exact": self.exact, "pages": self.pages}
+        return {
+            "name": self.name,
+            "format": self.format,
+            "category": self.category,
+            "file": self.path.name,
+            "domains": self.domains,
+            "exact": self.exact,
+            "pages": self.pages,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], lists_dir: Path) -> ListRef:
-        return cls(d["name"], d["format"], d["category"], lists_dir / d["file"], d["domains"], d["exact"],
-                   d["pages"])
+        return cls(
+            d["name"], d["format"], d["category"], lists_dir / d["file"], d["domains"], d["exact"], d["pages"]
+        )
 
 
 @dataclass(frozen=True)
@@ -68,15 +76,15 @@ class PolicyInputs:
             "trust": {"source": self.trust.source, **self.trust.to_dict()},
             "rules": [r.to_dict() for r in self.rules],
             "schedules": {n: s.to_dict() for n, s in self.schedules.items()},
-            "terms": [{"name": t.name, "start": t.start.isoformat(), "end": t.end.isoformat()} for t in self.terms],
+            "terms": [
+                {"name": t.name, "start": t.start.isoformat(), "end": t.end.isoformat()} for t in self.terms
+            ],
             "exam_schedules": self.exam_schedules,
             "lists": [ref.to_dict() for ref in self.lists],
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], lists_dir: Path) -> PolicyInputs:
-        from datetime import date
-
         trust_data = dict(d["trust"])
         source = trust_data.pop("source")
         return cls(
@@ -84,8 +92,10 @@ class PolicyInputs:
             trust=TrustPolicy.from_dict(trust_data, source),
             rules=tuple(Rule.from_dict(r) for r in d["rules"]),
             schedules={n: Schedule.from_dict(s) for n, s in d["schedules"].items()},
-            terms=tuple(Term(t["name"], date.fromisoformat(t["start"]), date.fromisoformat(t["end"]))
-                        for t in d["terms"]),
+            terms=tuple(
+                Term(t["name"], date.fromisoformat(t["start"]), date.fromisoformat(t["end"]))
+                for t in d["terms"]
+            ),
             exam_schedules=d["exam_schedules"],
             lists=tuple(ListRef.from_dict(ref, lists_dir) for ref in d["lists"]),
         )
@@ -94,7 +104,9 @@ class PolicyInputs:
 def list_refs(store: Store) -> dict[str, ListRef]:
     """The current version of every imported list in the store."""
     return {
-        i.name: ListRef(i.name, i.format, i.category, store.lists_dir / i.entries_file, i.domains, i.exact, i.pages)
+        i.name: ListRef(
+            i.name, i.format, i.category, store.lists_dir / i.entries_file, i.domains, i.exact, i.pages
+        )
         for i in catalogue.all_lists(store)
         if i.entries_file
     }

@@ -16,13 +16,14 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from fastpath.table import DomainTable
+
 from appliance.policy import generations, timetable
 from appliance.policy.compiled import CompiledPolicy, Masks
 from appliance.policy.model import GROUPS
 from appliance.policy.pages import PageTable
 from appliance.store import Store
 from fastpath import verdict
-from fastpath.table import DomainTable
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,13 @@ class LivePolicy:
         masks = {g: compiled.masks(g, now, frozenset(exams)) for g in GROUPS}
         ends = [until for until in exams.values() if until]
         self.snapshot = Snapshot(
-            generation=target, table=table, pages=pages, compiled=compiled, exam_now=frozenset(exams),
-            masks=masks, policies={g: m.group_policy() for g, m in masks.items()},
+            generation=target,
+            table=table,
+            pages=pages,
+            compiled=compiled,
+            exam_now=frozenset(exams),
+            masks=masks,
+            policies={g: m.group_policy() for g, m in masks.items()},
             valid_until=min([compiled.next_change(now), *ends]),
         )
         return True

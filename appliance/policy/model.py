@@ -26,32 +26,61 @@ class Category:
 CATEGORIES: dict[str, Category] = {
     c.name: c
     for c in (
-        Category("iwf", "Child sexual abuse content (IWF)",
-                 "Pages on the Internet Watch Foundation's URL list.", padlocked=True),
-        Category("ctiru", "Unlawful terrorist content (CTIRU)",
-                 "Content on the police-assessed Counter Terrorism Internet Referral Unit list.",
-                 padlocked=True),
-        Category("discrimination", "Discrimination and hate",
-                 "Promotes unjust or prejudicial treatment of people on the grounds of protected "
-                 "characteristics, or hate speech."),
-        Category("drugs", "Drugs and substance abuse",
-                 "Displays or promotes the illegal use of drugs or substances."),
-        Category("extremism", "Extremism", "Promotes terrorism and terrorist ideologies, violence or intolerance."),
+        Category(
+            "iwf",
+            "Child sexual abuse content (IWF)",
+            "Pages on the Internet Watch Foundation's URL list.",
+            padlocked=True,
+        ),
+        Category(
+            "ctiru",
+            "Unlawful terrorist content (CTIRU)",
+            "Content on the police-assessed Counter Terrorism Internet Referral Unit list.",
+            padlocked=True,
+        ),
+        Category(
+            "discrimination",
+            "Discrimination and hate",
+            "Promotes unjust or prejudicial treatment of people on the grounds of protected "
+            "characteristics, or hate speech.",
+        ),
+        Category(
+            "drugs",
+            "Drugs and substance abuse",
+            "Displays or promotes the illegal use of drugs or substances.",
+        ),
+        Category(
+            "extremism", "Extremism", "Promotes terrorism and terrorist ideologies, violence or intolerance."
+        ),
         Category("gambling", "Gambling", "Enables gambling."),
-        Category("malware_hacking", "Malware and hacking",
-                 "Promotes the compromise of systems, including filter bypass: proxies, VPNs and anonymisers."),
+        Category(
+            "malware_hacking",
+            "Malware and hacking",
+            "Promotes the compromise of systems, including filter bypass: proxies, VPNs and anonymisers.",
+        ),
         Category("pornography", "Pornography", "Displays sexual acts or explicit images."),
-        Category("piracy", "Piracy and copyright theft", "Includes illegal provision of copyrighted material."),
-        Category("self_harm", "Self harm",
-                 "Promotes or displays deliberate self harm, including suicide and eating disorders."),
+        Category(
+            "piracy", "Piracy and copyright theft", "Includes illegal provision of copyrighted material."
+        ),
+        Category(
+            "self_harm",
+            "Self harm",
+            "Promotes or displays deliberate self harm, including suicide and eating disorders.",
+        ),
         Category("violence", "Violence", "Promotes the use of physical force intended to hurt or kill."),
-        Category("misinformation", "Mis- and disinformation",
-                 "Promotes or spreads false or misleading information."),
+        Category(
+            "misinformation",
+            "Mis- and disinformation",
+            "Promotes or spreads false or misleading information.",
+        ),
         Category("social_media", "Social media", "Social networks and messaging."),
         Category("games", "Games", "Online games and gaming platforms."),
         Category("streaming", "Streaming", "Video and audio streaming."),
-        Category("doh_dot", "DNS over HTTPS and TLS endpoints",
-                 "Encrypted DNS resolvers that would bypass the school's filtering."),
+        Category(
+            "doh_dot",
+            "DNS over HTTPS and TLS endpoints",
+            "Encrypted DNS resolvers that would bypass the school's filtering.",
+        ),
         Category("ads_trackers", "Adverts and trackers", "Advertising and tracking services."),
     )
 }

@@ -13,13 +13,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fastpath.names import normalise
+
 from appliance.audit import Change
 from appliance.lists import catalogue
 from appliance.lists.lookup import ListLookup, ListMatch
 from appliance.policy import trust
 from appliance.policy.model import ALL_GROUPS, GROUPS, PolicyError, check_category, check_group, group_label
 from appliance.store import Store
-from fastpath.names import normalise
 
 ACTIONS = ("allow", "deny")
 KINDS = ("name", "category")
@@ -49,7 +50,11 @@ class Rule:
         if self.schedule:
             text += f" during {self.schedule}"
         if self.expires:
-            text += f" until {self.expires.astimezone(zone or UTC):%Y-%m-%d %H:%M}"
+            end = self.expires.astimezone(zone or UTC)
+            if end.time() == time():  # the usual case: to the end of a day
+                text += f" to the end of {end.date() - timedelta(days=1)}"
+            else:
+                text += f" until {end:%Y-%m-%d %H:%M}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,17 +65,31 @@ class Rule:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Rule:
-        return cls(**{**d, "created": datetime.fromisoformat(d["created"]),
-                      "expires": datetime.fromisoformat(d["expires"]) if d["expires"] else None})
+        return cls(
+            **{
+                **d,
+                "created": datetime.fromisoformat(d["created"]),
+                "expires": datetime.fromisoformat(d["expires"]) if d["expires"] else None,
+            }
+        )
 
     @classmethod
     def from_row(cls, row: Any) -> Rule:
-        return cls.from_dict({
-            "id": row["id"], "group": row["grp"], "action": row["action"], "kind": row["kind"],
-            "target": row["target"], "reason": row["reason"], "author": row["author"],
-            "created": row["created"], "expires": row["expires"], "schedule": row["schedule"],
-            "source": row["source"],
-        })
+        return cls.from_dict(
+            {
+                "id": row["id"],
+                "group": row["grp"],
+                "action": row["action"],
+                "kind": row["kind"],
+                "target": row["target"],
+                "reason": row["reason"],
+                "author": row["author"],
+                "created": row["created"],
+                "expires": row["expires"],
+                "schedule": row["schedule"],
+                "source": row["source"],
+            }
+        )
 
 
 def parse_expiry(text: str, zone: ZoneInfo) -> datetime:
@@ -99,9 +118,14 @@ def get(store: Store, rule_id: int) -> Rule:
 def padlocked_matches(store: Store, name: str, groups: tuple[str, ...]) -> list[str]:
     """Why name cannot be opened for these groups: the padlocked lists and the trust's locked
     domains that hold it (the lists by name only: their entries stay confidential)."""
-    padlocked = [(i.name, i.category, store.lists_dir / i.entries_file)
-                 for i in catalogue.all_lists(store) if i.entries_file and i.padlocked]
-    why = [f"it is on the {m.list} list" for m in _unique_lists(ListLookup(store.key(), padlocked).matches(name))]
+    padlocked = [
+        (i.name, i.category, store.lists_dir / i.entries_file)
+        for i in catalogue.all_lists(store)
+        if i.entries_file and i.padlocked
+    ]
+    why = [
+        f"it is on the {m.list} list" for m in _unique_lists(ListLookup(store.key(), padlocked).matches(name))
+    ]
     policy = trust.load(store.dir)
     for g in groups:
         locked = policy.locked_domains + policy.groups[g].locked_domains
@@ -130,8 +154,9 @@ def add(ch: Change, rule: Rule) -> Rule:
             locked = [g for g in groups if category.name in policy.locked_for(g)]
             if locked:
                 who = "everyone" if category.padlocked else ", ".join(locked)
-                raise PolicyError(f"refused: {category.title} is padlocked for {who}; "
-                                  "no school rule can allow it")
+                raise PolicyError(
+                    f"refused: {category.title} is padlocked for {who}; no school rule can allow it"
+                )
     elif rule.kind == "name":
         norm = normalise(target)
         if norm is None:
@@ -140,20 +165,33 @@ def add(ch: Change, rule: Rule) -> Rule:
         if rule.action == "allow":
             why = padlocked_matches(store, target, groups)
             if why:
-                raise PolicyError(f"refused: {target} is padlocked ({'; '.join(why)}); no school rule can allow it")
+                raise PolicyError(
+                    f"refused: {target} is padlocked ({'; '.join(why)}); no school rule can allow it"
+                )
     else:
         raise PolicyError(f"a rule is for a name or a category, not {rule.kind!r}")
-    if rule.schedule is not None and not store.db.execute(
-        "SELECT 1 FROM schedules WHERE name = ?", (rule.schedule,)
-    ).fetchone():
+    if (
+        rule.schedule is not None
+        and not store.db.execute("SELECT 1 FROM schedules WHERE name = ?", (rule.schedule,)).fetchone()
+    ):
         raise PolicyError(f"no schedule named {rule.schedule!r} (see `appliance policy schedules`)")
     if rule.expires is not None and rule.expires <= ch.now:
         raise PolicyError("the expiry is in the past")
     cur = ch.db.execute(
         "INSERT INTO rules (grp, action, kind, target, reason, author, created, expires, schedule, source)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (rule.group, rule.action, rule.kind, target, rule.reason, rule.author, ch.now.isoformat(),
-         rule.expires.isoformat() if rule.expires else None, rule.schedule, rule.source),
+        (
+            rule.group,
+            rule.action,
+            rule.kind,
+            target,
+            rule.reason,
+            rule.author,
+            ch.now.isoformat(),
+            rule.expires.isoformat() if rule.expires else None,
+            rule.schedule,
+            rule.source,
+        ),
     )
     stored = get(store, int(cur.lastrowid or 0))
     ch.log("rule.add", f"rule {stored.id}: {stored.describe(store.zone())}", None, stored.to_dict())

@@ -84,8 +84,11 @@ class Weekly:
     def boundaries(self, day: date) -> list[datetime]:
         """Local wall-clock times on day at which this window may open or close (naive)."""
         out = [datetime.combine(day, self.start)]
-        out.append(datetime.combine(day + timedelta(days=1), time()) if self.end is None
-                   else datetime.combine(day, self.end))
+        out.append(
+            datetime.combine(day + timedelta(days=1), time())
+            if self.end is None
+            else datetime.combine(day, self.end)
+        )
         return out
 
 
@@ -100,8 +103,9 @@ class Dated:
         try:
             start, end = (datetime.fromisoformat(p.strip()) for p in parts)
         except ValueError:
-            raise PolicyError(f"dated window {text!r}: expected START/END, e.g. "
-                              "2025-05-12T09:00/2025-05-12T12:00") from None
+            raise PolicyError(
+                f"dated window {text!r}: expected START/END, e.g. 2025-05-12T09:00/2025-05-12T12:00"
+            ) from None
         if start.tzinfo or end.tzinfo:
             raise PolicyError(f"dated window {text!r}: give local times, without a UTC offset")
         if end <= start:
@@ -126,13 +130,19 @@ class Schedule:
             raise PolicyError(f"terms must be one of {', '.join(TERM_CONDITIONS)}, not {self.terms!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weekly": [str(w) for w in self.weekly], "dated": [str(d) for d in self.dated],
-                "terms": self.terms}
+        return {
+            "weekly": [str(w) for w in self.weekly],
+            "dated": [str(d) for d in self.dated],
+            "terms": self.terms,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schedule:
-        return cls(tuple(Weekly.parse(w) for w in data.get("weekly", [])),
-                   tuple(Dated.parse(d) for d in data.get("dated", [])), data.get("terms", "any"))
+        return cls(
+            tuple(Weekly.parse(w) for w in data.get("weekly", [])),
+            tuple(Dated.parse(d) for d in data.get("dated", [])),
+            data.get("terms", "any"),
+        )
 
     def __str__(self) -> str:
         parts = [str(w) for w in self.weekly] + [str(d) for d in self.dated]

@@ -18,13 +18,17 @@ EXAMS = "exams"
 
 
 def schedules(store: Store) -> dict[str, Schedule]:
-    return {r["name"]: Schedule.from_dict(json.loads(r["spec"]))
-            for r in store.db.execute("SELECT name, spec FROM schedules ORDER BY name")}
+    return {
+        r["name"]: Schedule.from_dict(json.loads(r["spec"]))
+        for r in store.db.execute("SELECT name, spec FROM schedules ORDER BY name")
+    }
 
 
 def terms(store: Store) -> tuple[Term, ...]:
-    return tuple(Term(r["name"], date.fromisoformat(r["start"]), date.fromisoformat(r["end"]))
-                 for r in store.db.execute("SELECT * FROM terms ORDER BY start"))
+    return tuple(
+        Term(r["name"], date.fromisoformat(r["start"]), date.fromisoformat(r["end"]))
+        for r in store.db.execute("SELECT * FROM terms ORDER BY start")
+    )
 
 
 def calendar(store: Store) -> Calendar:
@@ -36,7 +40,9 @@ def set_schedule(ch: Change, name: str, schedule: Schedule) -> None:
         raise PolicyError(f"schedule name {name!r}: use letters, digits, '-' and '_'")
     row = ch.db.execute("SELECT spec FROM schedules WHERE name = ?", (name,)).fetchone()
     before = json.loads(row["spec"]) if row else None
-    ch.db.execute("INSERT OR REPLACE INTO schedules (name, spec) VALUES (?, ?)", (name, json.dumps(schedule.to_dict())))
+    ch.db.execute(
+        "INSERT OR REPLACE INTO schedules (name, spec) VALUES (?, ?)", (name, json.dumps(schedule.to_dict()))
+    )
     ch.log("schedule.set", f"schedule {name}: {schedule}", before, schedule.to_dict())
 
 
@@ -45,8 +51,10 @@ def remove_schedule(ch: Change, name: str) -> None:
     if row is None:
         raise PolicyError(f"no schedule named {name!r}")
     users = [f"rule {r['id']}" for r in ch.db.execute("SELECT id FROM rules WHERE schedule = ?", (name,))]
-    users += [f"exam mode for {r['grp']}" for r in ch.db.execute("SELECT grp FROM exam_schedule WHERE schedule = ?",
-                                                                  (name,))]
+    users += [
+        f"exam mode for {r['grp']}"
+        for r in ch.db.execute("SELECT grp FROM exam_schedule WHERE schedule = ?", (name,))
+    ]
     if users:
         raise PolicyError(f"schedule {name!r} is used by {', '.join(users)}; remove those first")
     ch.db.execute("DELETE FROM schedules WHERE name = ?", (name,))
@@ -57,8 +65,10 @@ def set_term(ch: Change, term: Term) -> None:
     row = ch.db.execute("SELECT * FROM terms WHERE name = ?", (term.name,)).fetchone()
     before = {"start": row["start"], "end": row["end"]} if row else None
     after = {"start": term.start.isoformat(), "end": term.end.isoformat()}
-    ch.db.execute("INSERT OR REPLACE INTO terms (name, start, end) VALUES (?, ?, ?)",
-                  (term.name, after["start"], after["end"]))
+    ch.db.execute(
+        "INSERT OR REPLACE INTO terms (name, start, end) VALUES (?, ?, ?)",
+        (term.name, after["start"], after["end"]),
+    )
     ch.log("term.set", f"term {term.name}: {term.start} to {term.end}", before, after)
 
 
@@ -82,15 +92,24 @@ def schedule_exam(ch: Change, group: str, schedule: str) -> None:
     if not ch.db.execute("SELECT 1 FROM schedules WHERE name = ?", (schedule,)).fetchone():
         raise PolicyError(f"no schedule named {schedule!r}")
     ch.db.execute("INSERT OR IGNORE INTO exam_schedule (grp, schedule) VALUES (?, ?)", (group, schedule))
-    ch.log("exam.schedule", f"exam mode for {group} during {schedule}", None, {"group": group, "schedule": schedule})
+    ch.log(
+        "exam.schedule",
+        f"exam mode for {group} during {schedule}",
+        None,
+        {"group": group, "schedule": schedule},
+    )
 
 
 def unschedule_exam(ch: Change, group: str, schedule: str) -> None:
     cur = ch.db.execute("DELETE FROM exam_schedule WHERE grp = ? AND schedule = ?", (group, schedule))
     if not cur.rowcount:
         raise PolicyError(f"exam mode for {group} is not scheduled during {schedule!r}")
-    ch.log("exam.unschedule", f"exam mode for {group} no longer during {schedule}",
-           {"group": group, "schedule": schedule}, None)
+    ch.log(
+        "exam.unschedule",
+        f"exam mode for {group} no longer during {schedule}",
+        {"group": group, "schedule": schedule},
+        None,
+    )
 
 
 def exam_on(ch: Change, group: str, until: datetime | None) -> None:
@@ -100,8 +119,10 @@ def exam_on(ch: Change, group: str, until: datetime | None) -> None:
     row = ch.db.execute("SELECT * FROM exam_now WHERE grp = ?", (group,)).fetchone()
     before = dict(row) if row else None
     after = {"grp": group, "since": ch.now.isoformat(), "until": until.isoformat() if until else None}
-    ch.db.execute("INSERT OR REPLACE INTO exam_now (grp, since, until) VALUES (?, ?, ?)",
-                  (group, after["since"], after["until"]))
+    ch.db.execute(
+        "INSERT OR REPLACE INTO exam_now (grp, since, until) VALUES (?, ?, ?)",
+        (group, after["since"], after["until"]),
+    )
     end = f" until {until.astimezone(ch.store.zone()):%Y-%m-%d %H:%M}" if until else ""
     ch.log("exam.on", f"exam mode on for {group}{end}", before, after)
 

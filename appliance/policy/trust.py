@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastpath.names import normalise
+
 from appliance.policy.model import (
     CATEGORIES,
     GROUPS,
@@ -31,7 +33,6 @@ from appliance.policy.model import (
     check_category,
     check_group,
 )
-from fastpath.names import normalise
 
 TRUST_FILE = "trust.toml"
 
@@ -108,7 +109,7 @@ class TrustPolicy:
             _only(spec, {"default", "blocked", "locked_categories", "locked_domains"}, at)
             default = spec.get("default", "allow")
             if default not in ("allow", "block"):
-                raise PolicyError(f"{at}: default must be \"allow\" or \"block\", not {default!r}")
+                raise PolicyError(f'{at}: default must be "allow" or "block", not {default!r}')
             groups[g] = GroupDefaults(
                 default=Action(default),
                 blocked=_categories(spec.get("blocked", []), f"{at} blocked"),

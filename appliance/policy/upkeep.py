@@ -34,8 +34,14 @@ def expire(store: Store, now: datetime | None = None) -> Generation | None:
     return generations.apply(store, live_inputs.without_expired(now), SYSTEM, "rules expired", now)
 
 
-def refresh_lists(store: Store, names: list[str], actor: str, reason: str, now: datetime | None = None,
-                  progress: Progress | None = None) -> Generation | None:
+def refresh_lists(
+    store: Store,
+    names: list[str],
+    actor: str,
+    reason: str,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> Generation | None:
     """Applies the newly imported versions of these lists to the live policy (lists it does not
     hold yet wait for `policy apply`). Returns the new generation, if anything changed."""
     live = generations.current(store)
@@ -43,7 +49,11 @@ def refresh_lists(store: Store, names: list[str], actor: str, reason: str, now: 
         return None
     live_inputs = live.compiled().inputs
     held = {ref.name: ref.path.name for ref in live_inputs.lists}
-    fresh = {n: ref for n, ref in inputs.list_refs(store).items() if n in names and n in held and held[n] != ref.path.name}
+    fresh = {
+        n: ref
+        for n, ref in inputs.list_refs(store).items()
+        if n in names and n in held and held[n] != ref.path.name
+    }
     if not fresh:
         return None
     return generations.apply(store, live_inputs.with_lists(fresh), actor, reason, now, progress)
