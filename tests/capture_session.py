@@ -87,7 +87,7 @@ def make_capture(pcap: Path, browsers: bool = True) -> list[Expected]:
             add("chromium", "tls", "chromium.example.org", SERVER_V4)
             rc.chromium(cli.name, "https://chromium-quic.example.org/", SERVER_V4, quic=True)
             add("chromium", "quic", "chromium-quic.example.org", SERVER_V4, "udp")
-            rc.firefox(cli.name, "https://firefox.example.org/", SERVER_V4, timeout=15)
+            rc.firefox(cli.name, "https://firefox.example.org/", SERVER_V4, timeout=10)
             add("firefox-esr", "tls", "firefox.example.org", SERVER_V4)
         time.sleep(0.5)
         srv.stop_processes()

@@ -6,12 +6,16 @@ the connection succeeded), so a client that fails to connect is not an error her
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Chromium flags that keep it from calling Google and from waiting on a GPU or a user profile.
@@ -117,15 +121,37 @@ def chromium(ns: str | None, url: str, addr: str, *, quic: bool = False, timeout
         return run(ns, ["chromium", *flags, url], timeout=timeout, env=_browser_env(profile))
 
 
-def firefox(ns: str | None, url: str, addr: str, *, timeout: float = 40):
-    """Loads url in headless firefox-esr with a fresh profile whose DNS resolves every name to addr."""
+def firefox_profile(profile: str, addr: str) -> None:
+    """Writes a fresh firefox profile whose DNS resolves every name to addr."""
+    prefs = {**FIREFOX_PREFS, "network.dns.forceResolve": addr}
+    lines = [f"user_pref({_js(k)}, {_js(v)});" for k, v in prefs.items()]
+    Path(profile, "user.js").write_text("\n".join(lines) + "\n")
+
+
+def firefox(
+    ns: str | None, url: str, addr: str, *, until: Callable[[], bool] | None = None, timeout: float = 15
+) -> None:
+    """Opens url in headless firefox-esr (every name resolving to addr) and stops it once until() is
+    true, or after timeout: firefox never exits by itself on a server that serves no page."""
     with tempfile.TemporaryDirectory(prefix="firefox-") as profile:
-        prefs = {**FIREFOX_PREFS, "network.dns.forceResolve": addr}
-        lines = [f"user_pref({_js(k)}, {_js(v)});" for k, v in prefs.items()]
-        Path(profile, "user.js").write_text("\n".join(lines) + "\n")
-        shot = os.path.join(profile, "shot.png")
-        argv = ["firefox-esr", "--headless", "--no-remote", "--profile", profile, "--screenshot", shot, url]
-        return run(ns, argv, timeout=timeout, env=_browser_env(profile))
+        firefox_profile(profile, addr)
+        argv = ["firefox-esr", "--headless", "--no-remote", "--profile", profile, url]
+        proc = subprocess.Popen(
+            in_ns(ns, argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=_browser_env(profile),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and proc.poll() is None and not (until and until()):
+                time.sleep(0.05)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group holds only firefox and its children
+            proc.wait()
 
 
 def dig(ns: str | None, server: str, name: str, qtype: str = "A", *extra: str):

@@ -12,7 +12,8 @@ import pytest
 import realclients
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_tls import FUZZ, HTTP_404, LOOPBACK, Recorder, firefox, record
+from recorder import HTTP_404, LOOPBACK, Recorder, record
+from test_tls import FUZZ, firefox
 
 from fastpath.http import HttpRequest, parse_request
 from fastpath.names import ParseStatus, normalise

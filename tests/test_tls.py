@@ -1,21 +1,15 @@
 """TLS ClientHello parsing, checked against ClientHellos that real clients send to a local listener.
 
-The recorder and client runners here are shared with test_stream.py and test_http.py."""
+The client runners and captures here are shared with test_stream.py and test_http.py."""
 
 import contextlib
 import functools
-import json
-import os
 import random
-import signal
 import socket
 import ssl
 import struct
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +17,7 @@ import pytest
 import realclients
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from recorder import LOOPBACK, TLS_ALERT, Recorder, record
 
 from fastpath.names import ParseStatus, normalise
 from fastpath.tls import ClientHello, parse_handshake, parse_stream
@@ -32,102 +27,11 @@ TLS12 = 0x0303
 FUZZ = Path(__file__).parent / "fuzz"
 
 
-class Recorder:
-    """A TCP listener on 127.0.0.1 that keeps what each client sends until the client goes quiet
-    (it is then waiting for an answer that never comes), and then closes the connection."""
-
-    def __init__(self, reply: bytes = b"", idle: float = 0.5) -> None:
-        self.reply = reply
-        self.idle = idle
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.streams: list[bytes] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._record, args=(conn,), daemon=True).start()
-
-    def _record(self, conn: socket.socket) -> None:
-        data = b""
-        conn.settimeout(self.idle)
-        try:
-            while len(data) < 1 << 16:
-                chunk = conn.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
-        except TimeoutError:
-            with contextlib.suppress(OSError):
-                conn.sendall(self.reply)
-        except OSError:
-            pass
-        conn.close()
-        if data:
-            with self.lock:
-                self.streams.append(data)
-
-    def wait_for(self, wanted: Callable[[bytes], bool], timeout: float = 30.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                for data in self.streams:
-                    if wanted(data):
-                        return data
-            time.sleep(0.05)
-        raise AssertionError(f"no matching connection within {timeout}s (got {len(self.streams)})")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-LOOPBACK = "127.0.0.1"
-# What the recorder says once a client has gone quiet: a fatal handshake_failure alert, or a 404.
-TLS_ALERT = b"\x15\x03\x03\x00\x02\x02\x28"
-HTTP_404 = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-
-
-def record(client: Callable[[Recorder], object], reply: bytes, wanted: Callable[[bytes], bool]) -> bytes:
-    """Runs client against a fresh recorder and returns the first connection it made that is wanted."""
-    rec = Recorder(reply)
-    try:
-        client(rec)
-        return rec.wait_for(wanted)
-    finally:
-        rec.close()
-
-
 def firefox(url: str) -> Callable[[Recorder], object]:
-    """Opens url ("{port}" standing for the recorder's) in headless firefox-esr until it has connected.
-
-    realclients.firefox takes a screenshot, which waits out its whole timeout on a server that never
-    serves a page, so here firefox is stopped as soon as the recorder has its connection."""
-
-    def run(rec: Recorder) -> None:
-        with tempfile.TemporaryDirectory(prefix="firefox-") as profile:
-            prefs = {**realclients.FIREFOX_PREFS, "network.dns.forceResolve": LOOPBACK}
-            lines = [f"user_pref({json.dumps(k)}, {json.dumps(v)});" for k, v in prefs.items()]
-            Path(profile, "user.js").write_text("\n".join(lines) + "\n")
-            proc = subprocess.Popen(
-                ["firefox-esr", "--headless", "--no-remote", "--profile", profile, url.format(port=rec.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, "HOME": profile},
-                start_new_session=True,
-            )
-            try:
-                rec.wait_for(bool)
-            finally:
-                os.killpg(proc.pid, signal.SIGKILL)  # the group holds only firefox and its children
-                proc.wait()
-
-    return run
+    """Opens url ("{port}" standing for the recorder's) in headless firefox-esr until it has connected."""
+    return lambda rec: realclients.firefox(
+        None, url.format(port=rec.port), LOOPBACK, until=lambda: bool(rec.streams), timeout=30
+    )
 
 
 def python_without_sni(rec: Recorder) -> None:

@@ -8,10 +8,10 @@ from array import array
 from pathlib import Path
 
 import pytest
-from fastpath.names import ParseStatus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastpath.names import ParseStatus
 from fastpath.table import DomainTable, TableBuilder
 from fastpath.verdict import (
     NO_VERDICT,

@@ -10,7 +10,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_webui_support import PASSWORD, add_user, build_state, client, copy_state, csrf, make_app, post, sign_in
+from test_webui_support import (
+    PASSWORD,
+    add_user,
+    build_state,
+    client,
+    copy_state,
+    csrf,
+    make_app,
+    post,
+    sign_in,
+)
 
 from appliance.store import Store
 from webui import accounts
@@ -126,15 +136,13 @@ def test_unknown_user_names_are_answered_like_known_ones(state: Path) -> None:
 
 def test_many_failures_from_one_address_are_refused_but_not_other_computers(state: Path) -> None:
     app = make_app(state)
-    attacker = app.test_client(base_url="https://gateway.test")
-    attacker.environ_base["REMOTE_ADDR"] = "10.10.0.66"
+    attacker = client(app, "10.10.0.66")
     for i in range(accounts.ADDRESS_FAILURES):
         assert sign_in(attacker, f"guess{i}", "wrong password here").status_code == 401
     refused = sign_in(attacker, "teacher")
     assert refused.status_code == 429
     assert "Too many failed sign-ins from this computer" in refused.get_data(as_text=True)
-    other = app.test_client(base_url="https://gateway.test")
-    other.environ_base["REMOTE_ADDR"] = "10.10.0.67"
+    other = client(app, "10.10.0.67")
     assert sign_in(other, "teacher").status_code == 302
 
 

@@ -31,7 +31,8 @@ from webui import accounts, schema
 from webui.app import create_app
 
 PASSWORD = "correct horse battery staple"
-BASE = "https://gateway.test"
+HOST = "gateway.test"
+BASE = f"https://{HOST}"
 # (list name, format, category, entries): real lists imported by the real importer.
 LISTS = [
     ("games", "plain", "games", ["games.example", "play.example"]),
@@ -84,8 +85,11 @@ def make_app(state: Path, **overrides: Any) -> Flask:
     return app
 
 
-def client(app: Flask) -> FlaskClient:
-    return app.test_client(base_url=BASE)
+def client(app: Flask, address: str = "10.20.0.5") -> FlaskClient:
+    """A test client that talks HTTPS to the appliance, as browsers must (the cookie is Secure)."""
+    c = app.test_client()
+    c.environ_base.update({"wsgi.url_scheme": "https", "HTTP_HOST": HOST, "REMOTE_ADDR": address})
+    return c
 
 
 def csrf(c: FlaskClient, path: str = "/login") -> str:
@@ -126,7 +130,7 @@ class Mailbox:
         self.messages: list[EmailMessage] = []
         self._lock = threading.Lock()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.messages.append(message)  # type: ignore[arg-type]

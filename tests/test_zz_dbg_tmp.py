@@ -1,5 +1,10 @@
-import os, signal, time
+import os
+import signal
+import time
+
 from test_dataplane import gateway, processes_in  # noqa
+
+
 def test_dbg(gateway):
     unbound = [pid for pid, name in processes_in(gateway.gw) if name == "unbound"]
     os.kill(unbound[0], signal.SIGKILL)
