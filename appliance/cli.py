@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from appliance import __version__, audit, resolver
+from appliance import __version__, audit, dnsfilter, resolver
 from appliance.capture import inspect
 from appliance.dataplane import run as dataplane_run
 from appliance.lab import cli as lab_cli
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.register(subparsers)
     dataplane_run.register(subparsers)
     resolver.register(subparsers)
+    dnsfilter.register(subparsers)
     inspect.register(subparsers)
     policy_cli.register(subparsers)
     lists_cli.register(subparsers)

@@ -123,6 +123,8 @@ def test_each_role_is_refused_exactly_what_it_may_not_do_through_api_tokens(app:
         user = accounts.find(store, role.value)
         assert user is not None
         with audit.change(store, user.username, "test") as ch:
+            # Token 1 is the one the route /api/v1/me/tokens/1/revoke revokes; ours is token 2.
+            sessions.create_token(ch, user, "revoked by the sweep")
             token = sessions.create_token(ch, user, "tests")
     api_only = client(app)
     headers = {"Authorization": f"Bearer {token}"}

@@ -11,7 +11,7 @@ promises.
 import sys
 
 import atheris
-from fuzz_tls import segments
+from streamfuzz import check_reassembly, corrupted
 
 from fastpath import http, names, stream
 from fastpath.names import ParseStatus
@@ -60,27 +60,13 @@ def TestOneInput(data: bytes) -> None:
     if kind == 0:
         request = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 3000))
     elif kind == 1:
-        corrupt = bytearray(SEED)
-        for _ in range(fdp.ConsumeIntInRange(0, 4)):
-            corrupt[fdp.ConsumeIntInRange(0, len(corrupt) - 1)] = fdp.ConsumeIntInRange(0, 255)
-        request = bytes(corrupt[: fdp.ConsumeIntInRange(0, len(corrupt))])
+        request = corrupted(fdp, SEED)
     else:
         request = built_head(fdp)
     whole = http.parse_request(request)
     check(whole)
 
-    isn = fdp.ConsumeIntInRange(0, 0xFFFFFFFF)
-    size = fdp.PickValueInList([64, 512, 16384])
-    asm = stream.Assembler(stream.Proto.HTTP, size)
-    syn = fdp.ConsumeBool()
-    if syn:
-        asm.syn(isn)
-    result = None
-    for offset, payload in segments(fdp, request):
-        result = asm.feed((isn + 1 + offset) & 0xFFFFFFFF, payload)
-        check(result)
-    if syn and result is not None and asm.contiguous == len(request) < size:
-        assert result == whole
+    check_reassembly(fdp, stream.Proto.HTTP, request, whole, check)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ must keep the parser's promises.
 """
 
 import contextlib
-import itertools
 import ssl
 import struct
 import sys
 
 import atheris
+from streamfuzz import check_reassembly, corrupted
 
 from fastpath import names, stream, tls
 from fastpath.names import ParseStatus
@@ -49,20 +49,6 @@ def built_hello(fdp: atheris.FuzzedDataProvider) -> bytes:
     return b"\x16\x03\x01" + struct.pack("!H", len(msg)) + msg
 
 
-@atheris.instrument_func
-def segments(fdp: atheris.FuzzedDataProvider, data: bytes) -> list[tuple[int, bytes]]:
-    """data cut into segments (offset, bytes), shuffled, some repeated, some overlapping."""
-    cuts = sorted(
-        {0, len(data), *(fdp.ConsumeIntInRange(0, len(data)) for _ in range(fdp.ConsumeIntInRange(0, 4)))}
-    )
-    segs = [(a, data[a:b]) for a, b in itertools.pairwise(cuts)]
-    for _ in range(fdp.ConsumeIntInRange(0, 2)):  # retransmits, possibly overlapping a neighbour
-        a = fdp.ConsumeIntInRange(0, len(data))
-        segs.append((a, data[a : a + fdp.ConsumeIntInRange(0, 1500)]))
-    order = [fdp.ConsumeIntInRange(0, 1 << 16) for _ in segs]
-    return [seg for _, seg in sorted(zip(order, segs, strict=True), key=lambda p: p[0])]
-
-
 def check(result: tls.ClientHello) -> None:
     assert result.status in ParseStatus.__members__.values()
     if result.status == ParseStatus.OK:
@@ -79,30 +65,14 @@ def TestOneInput(data: bytes) -> None:
     if kind == 0:
         records = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 4000))
     elif kind == 1:
-        corrupt = bytearray(SEED)
-        for _ in range(fdp.ConsumeIntInRange(0, 4)):
-            corrupt[fdp.ConsumeIntInRange(0, len(corrupt) - 1)] = fdp.ConsumeIntInRange(0, 255)
-        records = bytes(corrupt[: fdp.ConsumeIntInRange(0, len(corrupt))])
+        records = corrupted(fdp, SEED)
     else:
         records = built_hello(fdp)
     whole = tls.parse_stream(records)
     check(whole)
     check(tls.parse_handshake(records[5:]))
 
-    isn = fdp.ConsumeIntInRange(0, 0xFFFFFFFF)
-    size = fdp.PickValueInList([64, 512, 16384])
-    asm = stream.Assembler(stream.Proto.TLS, size)
-    syn = fdp.ConsumeBool()
-    if syn:
-        asm.syn(isn)
-    result = None
-    for offset, payload in segments(fdp, records):
-        result = asm.feed((isn + 1 + offset) & 0xFFFFFFFF, payload)
-        check(result)
-    # With the SYN seen and every byte delivered intact, reassembly changes nothing (unless the
-    # ClientHello is larger than the buffer).
-    if syn and result is not None and asm.contiguous == len(records) < size:
-        assert result == whole
+    check_reassembly(fdp, stream.Proto.TLS, records, whole, check)
 
 
 if __name__ == "__main__":

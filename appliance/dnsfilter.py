@@ -1,0 +1,559 @@
+"""`appliance dnsfilter --config FILE`: the DNS filter that every LAN client's DNS is redirected to.
+
+It listens on [dns] listen_port on every address, UDP and TCP, IPv4 and IPv6, and forwards what
+each group's policy allows to the appliance's own unbound ([dns] upstream). The work per query is
+fastpath.dnsfilter's: a batched UDP loop without the GIL in its own thread. This module wires it up:
+
+- the group of each [[lan]] interface (by ifindex, looked up again as interfaces come and go) and
+  subnet, and each group's DNS settings (safe search, ECH stripping, DoH canary, Private Relay);
+- the policy in force (appliance.policy.live): checked every second and on SIGHUP, and swapped in
+  whole, the old table kept mapped until the loop has moved to the new one;
+- TCP (low volume): asyncio in the main thread, one upstream TCP connection per forwarded query;
+  the ingress interface of a TCP client comes from IP_PKTOPTIONS / IPV6_2292PKTOPTIONS, which report
+  the interface the connection's packets arrived on;
+- block events: a thread drains the engine's ring into SQLite (appliance.events) about once a
+  second, with the client's MAC from the neighbour table, and prunes events past their retention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from appliance import config as config_module
+from appliance import events, resolver
+from appliance.config import Config, Group
+from appliance.dataplane.supervisor import Service
+from appliance.policy.compiled import CompiledPolicy
+from appliance.policy.live import LivePolicy, Snapshot
+from appliance.store import Store
+from fastpath import dnsfilter, verdict
+
+log = logging.getLogger(__name__)
+
+GOOGLE_DOMAINS = Path(__file__).parent / "data" / "google_search_domains.txt"
+# Seconds: under the 5 s that stub resolvers wait, so a client hears SERVFAIL rather than nothing.
+UPSTREAM_TIMEOUT = 4.0
+REFRESH_INTERVAL = 1.0
+EVENT_FLUSH_INTERVAL = 1.0
+EVENT_BATCH = 4096
+EVENT_RETENTION = timedelta(days=90)
+PRUNE_INTERVAL = 3600.0
+TCP_IDLE_TIMEOUT = 10.0
+TCP_PIPELINE = 16  # queries of one TCP connection answered concurrently (RFC 7766 pipelining)
+TCP_MAX_CONNECTIONS = 256
+RECEIVE_BUFFER = 4 << 20  # bursts of queries wait in the kernel, not on the floor
+# Linux socket options Python's socket module does not name.
+IP_PKTINFO = 8
+IP_PKTOPTIONS = 9
+IPV6_2292PKTOPTIONS = 6
+
+# Names rewritten to a safe-search target (STANDARDS.md section 4), per search engine, and the
+# targets at each safesearch level.
+YOUTUBE = (
+    "www.youtube.com",
+    "m.youtube.com",
+    "youtubei.googleapis.com",
+    "youtube.googleapis.com",
+    "www.youtube-nocookie.com",
+)
+SAFE_TARGETS: dict[str, dict[str, str]] = {
+    "google": {"strict": "forcesafesearch.google.com", "moderate": "forcesafesearch.google.com"},
+    "youtube": {"strict": "restrict.youtube.com", "moderate": "restrictmoderate.youtube.com"},
+    "bing": {"strict": "strict.bing.com", "moderate": "strict.bing.com"},
+    "duckduckgo": {"strict": "safe.duckduckgo.com", "moderate": "safe.duckduckgo.com"},
+}
+# Answered NXDOMAIN when the group turns the setting on (STANDARDS.md section 5).
+DOH_CANARY = ("use-application-dns.net",)
+PRIVATE_RELAY = ("mask.icloud.com", "mask-h2.icloud.com")
+
+
+def google_search_names() -> tuple[str, ...]:
+    """Every Google search domain and its www. name."""
+    domains = [line.strip().lstrip(".") for line in GOOGLE_DOMAINS.read_text().splitlines()]
+    domains = [d for d in domains if d and not d.startswith("#")]
+    return tuple(name for d in domains for name in (d, f"www.{d}"))
+
+
+def feature_names() -> dict[str, tuple[str, ...]]:
+    """The special names of each feature, in feature-id order."""
+    return {
+        "google": google_search_names(),
+        "youtube": YOUTUBE,
+        "bing": ("www.bing.com",),
+        "duckduckgo": ("duckduckgo.com", "www.duckduckgo.com"),
+        "doh_canary": DOH_CANARY,
+        "private_relay": PRIVATE_RELAY,
+    }
+
+
+@dataclass(frozen=True)
+class GroupDns:
+    """A group's DNS settings: the [groups.NAME] keys docs/dnsfilter.md proposes for the config."""
+
+    safesearch: Literal["strict", "moderate", "off"] = "strict"
+    strip_ech: bool = True
+    block_doh_canary: bool = True
+    block_private_relay: bool = True
+
+    @classmethod
+    def of(cls, group: Group) -> GroupDns:
+        # config.Group does not carry these keys yet: the defaults apply until it does.
+        return cls(**{f.name: getattr(group, f.name) for f in fields(cls) if hasattr(group, f.name)})
+
+    def action(self, feature: str, targets: list[str]) -> int:
+        """What the group does with a feature's names, as the engine takes it: FEATURE_OFF,
+        FEATURE_NXDOMAIN, or the index of a CNAME target in targets."""
+        if feature in SAFE_TARGETS:
+            if self.safesearch == "off":
+                return dnsfilter.FEATURE_OFF
+            return targets.index(SAFE_TARGETS[feature][self.safesearch])
+        on = self.block_doh_canary if feature == "doh_canary" else self.block_private_relay
+        return dnsfilter.FEATURE_NXDOMAIN if on else dnsfilter.FEATURE_OFF
+
+
+def new_engine(config: Config, upstream_timeout: float = UPSTREAM_TIMEOUT) -> dnsfilter.Engine:
+    names = feature_names()
+    settings = [GroupDns.of(g) for g in config.groups]
+    targets = sorted({t for by_level in SAFE_TARGETS.values() for t in by_level.values()})
+    # [dns] block_answer = "nxdomain" is proposed; until config.DnsSection has it, the block page.
+    nxdomain = getattr(config.dns, "block_answer", "page") == "nxdomain"
+    return dnsfilter.Engine(
+        len(config.groups),
+        block_ipv4=str(config.dns.block_ipv4),
+        block_ipv6=str(config.dns.block_ipv6),
+        nxdomain=nxdomain,
+        ttl=config.dns.block_ttl,
+        special_names={name: i for i, group in enumerate(names.values()) for name in group},
+        targets=targets,
+        actions=[[dns.action(feature, targets) for feature in names] for dns in settings],
+        strip_ech=[dns.strip_ech for dns in settings],
+        upstream_timeout=upstream_timeout,
+    )
+
+
+# --- the policy in force -------------------------------------------------------------------------
+
+
+class PolicyFollower:
+    """Keeps the engine on the policy in force and on the interfaces as they are now."""
+
+    def __init__(self, engine: dnsfilter.Engine, config: Config) -> None:
+        self.engine = engine
+        self.config = config
+        self.live = LivePolicy(config.appliance.state_dir)
+        self.generation = 0
+        # Which compiled policy names the bits of the events of each generation (the writer reads it).
+        self.compiled: dict[int, CompiledPolicy | None] = {}
+        self._lans: list[tuple[int, int]] | None = None
+        self._index = {g.name: i for i, g in enumerate(config.groups)}
+        self._subnets = [(net, self._index[lan.group]) for lan in config.lans for net in lan.subnets]
+
+    def close(self) -> None:
+        self.live.close()
+
+    def refresh(self) -> None:
+        try:
+            changed = self.live.refresh()
+        except (OSError, ValueError, KeyError) as e:  # a damaged generation: keep filtering with ours
+            log.error("cannot load the policy in force, keeping the current one: %s", e)
+            changed = False
+        lans = self._interfaces()
+        if changed or lans != self._lans:
+            self._publish(lans)
+
+    def _interfaces(self) -> list[tuple[int, int]]:
+        lans = []
+        for lan in self.config.lans:
+            with contextlib.suppress(OSError):  # not there (yet): its subnets still place its clients
+                lans.append((socket.if_nametoindex(lan.interface), self._index[lan.group]))
+        return lans
+
+    def _policy(self, snap: Snapshot | None, group: Group) -> verdict.GroupPolicy:
+        if snap is not None and group.name in snap.policies:
+            return snap.policies[group.name]
+        # No policy for the group (none applied yet): what the group does when filtering is down.
+        closed = group.fail == "closed"
+        return verdict.GroupPolicy(default_action=verdict.Action.BLOCK if closed else verdict.Action.ALLOW)
+
+    def _publish(self, lans: list[tuple[int, int]]) -> None:
+        snap = self.live.snapshot
+        self.generation += 1
+        self.compiled[self.generation] = snap.compiled if snap else None
+        policies = [self._policy(snap, g) for g in self.config.groups]
+        self.engine.set_state(snap.table if snap else None, policies, self.generation, lans, self._subnets)
+        self._lans = lans
+        for old in [g for g in self.compiled if g < self.generation - 64]:
+            del self.compiled[old]
+        log.info(
+            "policy %s, %d of %d LAN interfaces present",
+            snap.generation if snap else "(none applied)",
+            len(lans),
+            len(self.config.lans),
+        )
+
+
+# --- block events --------------------------------------------------------------------------------
+
+
+class Neighbours:
+    """MAC addresses from the kernel's neighbour table (clients on the appliance's own segments)."""
+
+    MAX_AGE = 30.0
+    MISS_RETRY = 2.0
+
+    def __init__(self) -> None:
+        self._macs: dict[str, str] = {}
+        self._read_at = -self.MAX_AGE
+
+    def mac(self, address: str) -> str | None:
+        age = time.monotonic() - self._read_at
+        if age > self.MAX_AGE or (address not in self._macs and age > self.MISS_RETRY):
+            self._read()
+        return self._macs.get(address)
+
+    def _read(self) -> None:
+        self._read_at = time.monotonic()
+        try:
+            out = subprocess.run(["ip", "-j", "neigh", "show"], capture_output=True, text=True, timeout=5)
+            entries = json.loads(out.stdout or "[]")
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            log.warning("cannot read the neighbour table: %s", e)
+            return
+        self._macs = {e["dst"]: e["lladdr"] for e in entries if "lladdr" in e and "dst" in e}
+
+
+def prune(store: Store, before: datetime) -> int:
+    """Deletes block events older than before; returns how many."""
+    cursor = store.db.execute(
+        "DELETE FROM block_events WHERE ts < ?", (before.astimezone(UTC).isoformat(timespec="microseconds"),)
+    )
+    return cursor.rowcount
+
+
+class EventWriter(threading.Thread):
+    """Drains the engine's block events into SQLite, off the hot path: the loop never waits for it,
+    and what the ring cannot hold is counted by the engine and reported here."""
+
+    def __init__(self, engine: dnsfilter.Engine, follower: PolicyFollower, retention: timedelta) -> None:
+        super().__init__(name="dnsfilter-events", daemon=True)
+        self.engine = engine
+        self.follower = follower
+        self.retention = retention
+        self.groups = [g.name for g in follower.config.groups]
+        self.neighbours = Neighbours()
+        self.written = 0
+        self.lost = 0  # events a failed write lost
+        self._stop = threading.Event()
+        self._dropped_reported = 0
+        self._pruned_at = -PRUNE_INTERVAL
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        with Store(self.follower.config.appliance.state_dir) as store:
+            events.ensure(store)
+            while not self._stop.wait(EVENT_FLUSH_INTERVAL):
+                self.flush(store)
+            self.flush(store)
+
+    def flush(self, store: Store) -> None:
+        while batch := self.engine.drain_events(EVENT_BATCH):
+            rows = [self._event(*raw) for raw in batch]
+            try:
+                self.written += events.record(store, rows)
+            except sqlite3.Error as e:
+                self.lost += len(rows)
+                log.error("cannot record %d block events: %s", len(rows), e)
+            if len(batch) < EVENT_BATCH:
+                break
+        dropped = self.engine.stats()["events_dropped"]
+        if dropped > self._dropped_reported:
+            log.warning("block event ring full: %d events not recorded", dropped - self._dropped_reported)
+            self._dropped_reported = dropped
+        if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL:
+            self._pruned_at = time.monotonic()
+            try:
+                pruned = prune(store, datetime.now(UTC) - self.retention)
+            except sqlite3.Error as e:
+                log.error("cannot prune block events: %s", e)
+            else:
+                if pruned:
+                    log.info("pruned %d block events older than %s", pruned, self.retention)
+
+    def _event(
+        self, ts_us: int, generation: int, group: int, client: str, name: str, reason: int, bits: int
+    ) -> events.BlockEvent:
+        compiled = self.follower.compiled.get(generation)
+        category = None
+        if compiled is not None:
+            category = next((b.category for b in compiled.describe(bits) if b.kind == "category"), None)
+        return events.BlockEvent(
+            ts=datetime.fromtimestamp(ts_us / 1e6, UTC),
+            client_ip=client,
+            group=self.groups[group],
+            name=name,
+            layer="dns",
+            rule=verdict.Reason(reason).name,
+            category=category,
+            mac=self.neighbours.mac(client),
+        )
+
+
+# --- TCP -----------------------------------------------------------------------------------------
+
+
+def ingress_ifindex(sock: socket.socket) -> int:
+    """The interface a TCP connection's packets came in on (0 if the kernel does not say): Linux
+    reports it as IP_PKTINFO / IPV6_PKTINFO through the PKTOPTIONS socket options."""
+    if sock.family == socket.AF_INET:
+        level, option, kind = socket.IPPROTO_IP, IP_PKTOPTIONS, IP_PKTINFO
+    else:
+        level, option, kind = socket.IPPROTO_IPV6, IPV6_2292PKTOPTIONS, socket.IPV6_PKTINFO
+    try:
+        raw = sock.getsockopt(level, option, 256)
+    except OSError:
+        return 0
+    header = struct.calcsize("@Nii")  # struct cmsghdr
+    pos = 0
+    while pos + header <= len(raw):
+        length, cmsg_level, cmsg_type = struct.unpack_from("@Nii", raw, pos)
+        if length < header:
+            break
+        if cmsg_level == level and cmsg_type == kind:
+            data = raw[pos + header : pos + length]
+            # in_pktinfo starts with the ifindex; in6_pktinfo ends with it
+            return struct.unpack_from("@i", data, 0 if kind == IP_PKTINFO else 16)[0]
+        pos += (length + 7) & ~7
+    return 0
+
+
+def _host(address: str) -> str:
+    return address.partition("%")[0]  # a link-local peer comes with its scope
+
+
+class TcpServer:
+    def __init__(self, engine: dnsfilter.Engine, upstream: config_module.Endpoint, timeout: float) -> None:
+        self.engine = engine
+        self.upstream = upstream
+        self.timeout = timeout
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        client = _host(writer.get_extra_info("peername")[0])
+        local = _host(writer.get_extra_info("sockname")[0])
+        ifindex = ingress_ifindex(sock)
+        tasks: set[asyncio.Task[None]] = set()
+        self.connections += 1
+        try:
+            if self.connections > TCP_MAX_CONNECTIONS:
+                return
+            while True:
+                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                    (length,) = struct.unpack("!H", await reader.readexactly(2))
+                    message = await reader.readexactly(length)
+                if len(tasks) >= TCP_PIPELINE:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._answer(message, client, local, ifindex, writer))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            if tasks:
+                await asyncio.wait(tasks)
+            self.connections -= 1
+            writer.close()
+
+    async def _answer(
+        self, message: bytes, client: str, local: str, ifindex: int, writer: asyncio.StreamWriter
+    ) -> None:
+        result = self.engine.query(message, client, local, ifindex)
+        if isinstance(result, dnsfilter.Forward):
+            result = await self._forward(result)
+        if result is not None and not writer.is_closing():
+            writer.write(struct.pack("!H", len(result)) + result)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    async def _forward(self, forward: dnsfilter.Forward) -> bytes | None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(str(self.upstream.address), self.upstream.port)
+                try:
+                    writer.write(struct.pack("!H", len(forward.message)) + forward.message)
+                    (length,) = struct.unpack("!H", await reader.readexactly(2))
+                    answer = await reader.readexactly(length)
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            return self.engine.servfail(forward)
+        reply = self.engine.answer(forward, answer)
+        return reply if reply is not None else self.engine.servfail(forward)
+
+
+# --- the process ---------------------------------------------------------------------------------
+
+
+def _udp_socket(family: socket.AddressFamily, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    return sock
+
+
+def _tcp_socket(family: socket.AddressFamily, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        sock.bind(("::", port))
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.bind(("0.0.0.0", port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class DnsFilter:
+    def __init__(
+        self,
+        config: Config,
+        upstream_timeout: float = UPSTREAM_TIMEOUT,
+        retention: timedelta = EVENT_RETENTION,
+    ) -> None:
+        self.config = config
+        self.engine = new_engine(config, upstream_timeout)
+        port = config.dns.listen_port
+        self.sockets: list[socket.socket] = []
+        self.udp = [self._own(_udp_socket(f, port)) for f in self._families()]
+        self.tcp = [self._own(_tcp_socket(f, port)) for f in self._families()]
+        upstream = config.dns.upstream
+        family = socket.AF_INET6 if upstream.address.version == 6 else socket.AF_INET
+        self.upstream = self._own(socket.socket(family, socket.SOCK_DGRAM))
+        self.upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self.upstream.connect((str(upstream.address), upstream.port))
+        self.follower = PolicyFollower(self.engine, config)
+        self.follower.refresh()
+        self.writer = EventWriter(self.engine, self.follower, retention)
+        self.tcp_server = TcpServer(self.engine, upstream, upstream_timeout)
+        self.failed = False
+
+    @staticmethod
+    def _families() -> list[socket.AddressFamily]:
+        # A kernel without IPv6 (ipv6.disable=1) still gets an IPv4 filter.
+        return [socket.AF_INET, *([socket.AF_INET6] if Path("/proc/net/if_inet6").exists() else [])]
+
+    def _own(self, sock: socket.socket) -> socket.socket:
+        self.sockets.append(sock)
+        return sock
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.follower.close()
+
+    def _serve_udp(self) -> None:
+        fd6 = self.udp[1].fileno() if len(self.udp) > 1 else -1
+        try:
+            self.engine.serve_udp(self.udp[0].fileno(), fd6, self.upstream.fileno())
+        except OSError as e:
+            log.error("UDP loop failed: %s", e)
+            self.failed = True
+
+    def serve(self) -> int:
+        """Serves until SIGTERM or SIGINT; SIGHUP re-reads the policy at once."""
+        try:
+            asyncio.run(self._main())
+        finally:
+            self.close()
+        log.info("stopped: %s, %d block events recorded", self.engine.stats(), self.writer.written)
+        return 1 if self.failed else 0
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.follower.refresh)
+        servers = [await asyncio.start_server(self.tcp_server.handle, sock=s) for s in self.tcp]
+        udp = threading.Thread(target=self._serve_udp, name="dnsfilter-udp")
+        udp.start()
+        self.writer.start()
+        log.info("serving DNS on port %d for %d groups", self.config.dns.listen_port, len(self.config.groups))
+        try:
+            while not stop.is_set() and udp.is_alive():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), REFRESH_INTERVAL)
+                self.follower.refresh()
+        finally:
+            for server in servers:
+                server.close()
+            self.engine.stop()
+            await asyncio.to_thread(udp.join)
+            self.writer.stop()
+            await asyncio.to_thread(self.writer.join)
+
+
+# --- supervisor and CLI --------------------------------------------------------------------------
+
+
+def service(config: Config, config_path: str | os.PathLike[str]) -> Service:
+    """The DNS filter as a child of `appliance run`, ready once it answers on 127.0.0.1 (REFUSED,
+    unless loopback is a [[lan]]: an answer all the same)."""
+    return Service(
+        name="dnsfilter",
+        argv=[sys.executable, "-m", "appliance.cli", "dnsfilter", "--config", str(config_path)],
+        ready=lambda: resolver.answers("127.0.0.1", config.dns.listen_port),
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("dnsfilter", help="run the DNS filter (a child of `appliance run`)")
+    parser.add_argument("--config", required=True, help="the appliance's TOML configuration")
+    parser.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=UPSTREAM_TIMEOUT,
+        help=f"seconds until an unanswered forwarded query gets SERVFAIL (default {UPSTREAM_TIMEOUT})",
+    )
+    parser.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        config = config_module.load(args.config)
+    except config_module.ConfigError as e:
+        print(f"invalid configuration:\n{e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        dns_filter = DnsFilter(config, args.upstream_timeout)
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        return 1
+    return dns_filter.serve()
