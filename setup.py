@@ -6,8 +6,9 @@ from pathlib import Path
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# Modules that call OpenSSL's libcrypto (QUIC Initial decryption).
-CRYPTO_MODULES = {"quic"}
+# C libraries each module links beyond Python: OpenSSL's libcrypto for QUIC Initial decryption,
+# libnetfilter_queue (which brings libmnl) for the NFQUEUE consumer's netlink messages.
+LIBRARIES = {"quic": ["crypto"], "nfqueue": ["netfilter_queue"]}
 MODULES = sorted(p.stem for p in Path("fastpath").glob("*.pyx"))
 # FASTPATH_MODULES=dns,tls rebuilds only those (quick iteration while other modules are being edited).
 if os.environ.get("FASTPATH_MODULES"):
@@ -17,7 +18,7 @@ extensions = [
     Extension(
         f"fastpath.{name}",
         [f"fastpath/{name}.pyx"],
-        libraries=["crypto"] if name in CRYPTO_MODULES else [],
+        libraries=LIBRARIES.get(name, []),
         extra_compile_args=["-O3"],
     )
     for name in MODULES

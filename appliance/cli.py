@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from appliance import __version__, audit, dnsfilter, resolver
+from appliance import __version__, audit, dnsfilter, resolver, webfilter
 from appliance.capture import inspect
+from appliance.compliance import cli as compliance_cli
 from appliance.dataplane import run as dataplane_run
 from appliance.lab import cli as lab_cli
 from appliance.lists import cli as lists_cli
@@ -23,10 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     dataplane_run.register(subparsers)
     resolver.register(subparsers)
     dnsfilter.register(subparsers)
+    webfilter.register(subparsers)
     inspect.register(subparsers)
     policy_cli.register(subparsers)
     lists_cli.register(subparsers)
     audit.register(subparsers)
+    compliance_cli.register(subparsers)
     webui_cli.register(subparsers)
     return parser
 

@@ -63,6 +63,7 @@ RECEIVE_BUFFER = 4 << 20  # bursts of queries wait in the kernel, not on the flo
 IP_PKTINFO = 8
 IP_PKTOPTIONS = 9
 IPV6_2292PKTOPTIONS = 6
+SO_RCVBUFFORCE = 33  # beyond net.core.rmem_max (root)
 
 # Names rewritten to a safe-search target (STANDARDS.md section 4), per search engine, and the
 # targets at each safesearch level.
@@ -260,17 +261,17 @@ class EventWriter(threading.Thread):
         self.neighbours = Neighbours()
         self.written = 0
         self.lost = 0  # events a failed write lost
-        self._stop = threading.Event()
+        self._done = threading.Event()
         self._dropped_reported = 0
         self._pruned_at = -PRUNE_INTERVAL
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
 
     def run(self) -> None:
         with Store(self.follower.config.appliance.state_dir) as store:
             events.ensure(store)
-            while not self._stop.wait(EVENT_FLUSH_INTERVAL):
+            while not self._done.wait(EVENT_FLUSH_INTERVAL):
                 self.flush(store)
             self.flush(store)
 
@@ -417,7 +418,7 @@ def _udp_socket(family: socket.AddressFamily, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))

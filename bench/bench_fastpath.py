@@ -159,7 +159,7 @@ class Report:
     """Rows of: measure, fastpath, baseline, how many times better, target."""
 
     def __init__(self) -> None:
-        self.rows = [("measure", "fastpath", "baseline: Python set", "ratio", "target")]
+        self.rows = [("measure", "fastpath", "baseline: Python set", "baseline/fastpath", "target")]
 
     def add(self, measure: str, ours: float, theirs: float, unit: str, scale: float, digits: int = 0) -> None:
         ratio = f"{theirs / ours:.1f}x" if ours > 0 and theirs > 0 else ""

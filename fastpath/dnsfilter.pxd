@@ -35,7 +35,7 @@ cdef struct Pending:
     int64_t deadline           # CLOCK_MONOTONIC ns
     int older                  # timeout order: doubly linked, oldest first (-1 ends)
     int newer
-    int upstream_id            # -1 while the slot is free
+    int upstream_id            # the ID the query went upstream with
 
 cdef struct Target:
     char name[NAME_BUF]
@@ -111,12 +111,13 @@ cdef struct Counters:
     uint64_t blocked
     uint64_t rewritten         # safe-search CNAMEs
     uint64_t negative          # feature NXDOMAINs (DoH canary, Private Relay)
-    uint64_t forwarded
-    uint64_t answered          # upstream answers relayed or rewritten
+    uint64_t forwarded         # queries sent upstream
+    uint64_t answered          # replies made from upstream answers, fresh or cached
     uint64_t servfail          # upstream timeouts, overload and unusable upstream answers
     uint64_t errors            # FORMERR, NOTIMP, BADVERS and REFUSED replies
     uint64_t dropped           # responses and headerless messages
     uint64_t stray             # upstream messages matching no pending question
+    uint64_t cached            # answered from the UDP loop's cache of upstream answers
 
 cdef int group_of(const State* s, const Client* c) noexcept nogil
 # The decision for one query message: an Outcome, with the reply or the upstream query in out (cap

@@ -154,6 +154,9 @@ cdef enum:
     FLAG_CD = 0x0010
     TYPE_ANY = 255
     IDS = 65536
+    CACHE_SLOTS = 4096      # direct-mapped: a new answer takes its slot from the old
+    CACHE_MSG = 512         # larger answers are not cached
+    CACHE_MAX_TTL = 300     # seconds, whatever the records say
 
 cdef inline uint16_t rd16(const uint8_t* p) noexcept nogil:
     return (p[0] << 8) | p[1]
@@ -329,10 +332,7 @@ cdef int answer_query(const Rules* r, const State* s, Events* ev, Counters* k, c
     elif n <= cap:
         memcpy(out, msg, n)
         length[0] = n
-    if length[0] == 0:
-        return DROP
-    k.forwarded += 1
-    return FORWARD
+    return FORWARD if length[0] > 0 else DROP
 
 
 cdef int servfail_for(const Pending* p, bint tcp, uint8_t* out, size_t cap) noexcept nogil:
@@ -340,14 +340,27 @@ cdef int servfail_for(const Pending* p, bint tcp, uint8_t* out, size_t cap) noex
     return built if built > 0 else 0
 
 
+cdef inline const uint8_t* sent_name(const Rules* r, const Pending* p, size_t* length) noexcept nogil:
+    """The question name p sent upstream, as sent: the safe-search target, or the client's own."""
+    if p.target >= 0:
+        length[0] = r.targets[p.target].wire_len
+        return r.targets[p.target].wire
+    length[0] = p.q.qname_wire_len
+    return p.q.qname_wire
+
+
+cdef inline size_t relay_limit(const DnsQuery* q, bint tcp) noexcept nogil:
+    # The upstream sized its answer for the client's own EDNS size, which may exceed EDNS_PAYLOAD.
+    return TCP_MAX if tcp else max(<size_t>UDP_MIN, <size_t>(q.udp_size if q.has_edns else 0))
+
+
 cdef int answer_upstream(const Rules* r, const Pending* p, Counters* k, const uint8_t* msg, size_t n,
                          bint tcp, uint8_t* out, size_t cap, uint8_t* scratch) noexcept nogil:
     cdef const DnsQuery* q = &p.q
     cdef const Target* t = &r.targets[p.target] if p.target >= 0 else NULL
-    cdef const uint8_t* name = <const uint8_t*>t.wire if t != NULL else <const uint8_t*>q.qname_wire
-    cdef size_t name_len = t.wire_len if t != NULL else q.qname_wire_len
+    cdef size_t name_len
+    cdef const uint8_t* name = sent_name(r, p, &name_len)
     cdef size_t length = n
-    cdef size_t limit
     cdef int stripped = 0
     cdef int built
     # The answer must repeat the question we sent, byte for byte (so 0x20 case too).
@@ -373,15 +386,150 @@ cdef int answer_upstream(const Rules* r, const Pending* p, Counters* k, const ui
             return servfail_for(p, tcp, out, cap)
         k.answered += 1
         return built
-    # Relayed as the upstream sent it: it sized the answer for the client's own EDNS size.
-    limit = TCP_MAX if tcp else max(<size_t>UDP_MIN, <size_t>(q.udp_size if q.has_edns else 0))
-    if length > limit or length > cap:
+    if length > relay_limit(q, tcp) or length > cap:
         k.servfail += 1
         return servfail_for(p, tcp, out, cap)
     memcpy(out, msg, length)
     wr16(out, q.id)
     k.answered += 1
     return length
+
+
+# ---------------------------------------------------------------------------------------------------
+# The UDP loop's cache of upstream answers: allowed names asked again are answered without a round trip
+# to the resolver. It sits behind the decision (only allowed names reach it, whatever policy is in
+# force), keys on the question sent upstream and the bits that shape its answer, and ages TTLs.
+
+cdef struct CacheEntry:
+    uint64_t hash
+    int64_t stored              # CLOCK_MONOTONIC ns; 0 for an empty slot
+    int64_t expires
+    int key_len
+    int length
+    uint8_t key[WIRE_NAME_MAX + 5]
+    uint8_t msg[CACHE_MSG]
+
+
+cdef uint32_t NO_RECORDS = 0xFFFFFFFFU
+
+
+cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>rd16(p) << 16) | rd16(p + 2)
+
+
+cdef inline void wr32(uint8_t* p, uint32_t v) noexcept nogil:
+    wr16(p, v >> 16)
+    wr16(p + 2, v & 0xFFFF)
+
+
+cdef Py_ssize_t skip_name(const uint8_t* msg, size_t n, size_t pos) noexcept nogil:
+    while pos < n:
+        if msg[pos] == 0:
+            return pos + 1
+        if msg[pos] & 0xC0 == 0xC0:
+            return pos + 2 if pos + 2 <= n else -1
+        if msg[pos] & 0xC0:
+            return -1
+        pos += 1 + msg[pos]
+    return -1
+
+
+cdef bint age_records(uint8_t* msg, size_t n, uint32_t age, uint32_t* lowest) noexcept nogil:
+    """Takes age seconds off every record's TTL (not OPT's, whose TTL field is flags) and finds the
+    lowest TTL left (NO_RECORDS without any); 0 if the message cannot be walked."""
+    cdef Py_ssize_t pos = HEADER_LEN
+    cdef int i
+    cdef uint32_t ttl
+    lowest[0] = NO_RECORDS
+    for i in range(rd16(msg + 4)):
+        pos = skip_name(msg, n, pos)
+        if pos < 0 or <size_t>pos + 4 > n:
+            return 0
+        pos += 4
+    for i in range(rd16(msg + 6) + rd16(msg + 8) + rd16(msg + 10)):
+        pos = skip_name(msg, n, pos)
+        if pos < 0 or <size_t>pos + 10 > n or <size_t>pos + 10 + rd16(msg + pos + 8) > n:
+            return 0
+        if rd16(msg + pos) != TYPE_OPT:
+            ttl = rd32(msg + pos + 4)
+            ttl = ttl - age if ttl > age else 0
+            if age:
+                wr32(msg + pos + 4, ttl)
+            lowest[0] = min(lowest[0], ttl)
+        pos += 10 + rd16(msg + pos + 8)
+    return 1
+
+
+cdef int cache_key(const Rules* r, const Pending* p, uint8_t* key, uint64_t* h) noexcept nogil:
+    """The question sent upstream (name in lower case), with the query bits that shape its answer."""
+    cdef size_t n
+    cdef const uint8_t* name = sent_name(r, p, &n)
+    cdef size_t i
+    cdef uint8_t c
+    for i in range(n):
+        c = name[i]
+        key[i] = c + 32 if 65 <= c <= 90 else c  # length bytes are below 64: unchanged
+    wr16(key + n, p.q.qtype)
+    wr16(key + n + 2, p.q.qclass)
+    # A target query always has EDNS and RD; a relayed one carries the client's bits.
+    key[n + 4] = ((p.q.dnssec_ok != 0) | ((p.q.flags & FLAG_CD) != 0) << 1
+                  | (p.target >= 0 or p.q.has_edns) << 2 | (p.target >= 0 or (p.q.flags & FLAG_RD) != 0) << 3)
+    h[0] = fnv1a(<const char*>key, n + 5)
+    return n + 5
+
+
+cdef CacheEntry* cache_find(CacheEntry* cache, const uint8_t* key, int key_len, uint64_t h,
+                            int64_t now) noexcept nogil:
+    cdef CacheEntry* e = &cache[h & (CACHE_SLOTS - 1)]
+    if e.stored and e.expires > now and e.hash == h and e.key_len == key_len and memcmp(e.key, key, key_len) == 0:
+        return e
+    return NULL
+
+
+cdef void cache_store(const Rules* r, CacheEntry* cache, const Pending* p, const uint8_t* msg, size_t n,
+                      int64_t now) noexcept nogil:
+    """Keeps a validated upstream answer: complete (no TC), NOERROR or NXDOMAIN, with records that
+    say how long it may be kept."""
+    cdef uint8_t key[WIRE_NAME_MAX + 5]
+    cdef uint64_t h
+    cdef int key_len
+    cdef uint32_t ttl
+    cdef CacheEntry* e
+    if n > CACHE_MSG or msg[2] & 0x02 or (msg[3] & 0x0F != 0 and msg[3] & 0x0F != RCODE_NXDOMAIN):
+        return
+    key_len = cache_key(r, p, key, &h)
+    e = &cache[h & (CACHE_SLOTS - 1)]
+    memcpy(e.msg, msg, n)
+    if not age_records(e.msg, n, 0, &ttl) or ttl == 0 or ttl == NO_RECORDS:
+        e.stored = 0
+        return
+    e.hash = h
+    e.key_len = key_len
+    memcpy(e.key, key, key_len)
+    e.length = n
+    e.stored = now
+    e.expires = now + <int64_t>min(ttl, <uint32_t>CACHE_MAX_TTL) * 1000000000
+
+
+cdef int cache_answer(const Rules* r, CacheEntry* cache, const Pending* p, Counters* k, int64_t now,
+                      uint8_t* copy, uint8_t* out, size_t cap, uint8_t* scratch) noexcept nogil:
+    """The reply from the cache (as answer_upstream makes it), or -1 on a miss."""
+    cdef uint8_t key[WIRE_NAME_MAX + 5]
+    cdef uint64_t h
+    cdef int key_len = cache_key(r, p, key, &h)
+    cdef CacheEntry* e = cache_find(cache, key, key_len, h, now)
+    cdef size_t name_len
+    cdef const uint8_t* name = sent_name(r, p, &name_len)
+    cdef uint32_t lowest
+    if e == NULL or (p.target < 0 and <size_t>e.length > relay_limit(&p.q, 0)):
+        return -1
+    memcpy(copy, e.msg, e.length)
+    # The question as this client spelled it (0x20), and the TTLs as old as the entry.
+    memcpy(copy + HEADER_LEN, name, name_len)
+    if not age_records(copy, e.length, <uint32_t>((now - e.stored) // 1000000000), &lowest):
+        return -1
+    k.cached += 1
+    return answer_upstream(r, p, k, copy, e.length, 0, out, cap, scratch)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -419,6 +567,8 @@ cdef struct Loop:
     uint8_t* query_out          # BATCH x QUERY_BUF: the reply or upstream query for each query
     uint8_t* answer_out         # BATCH x ANSWER_BUF: the reply for each upstream answer
     uint8_t* scratch            # ANSWER_BUF
+    uint8_t* cached             # CACHE_MSG: a cache entry being turned into a reply
+    CacheEntry* cache           # CACHE_SLOTS
     Outbox replies4
     Outbox replies6
     Outbox forwards
@@ -558,18 +708,19 @@ cdef void outbox_flush(Outbox* b) noexcept nogil:
     b.count = 0
 
 
-cdef inline uint64_t next_random(Loop* L) noexcept nogil:
-    # xorshift64: IDs need only be unpredictable to nobody (loopback) but spread, so collisions are rare
-    L.rng ^= L.rng << 13
-    L.rng ^= L.rng >> 7
-    L.rng ^= L.rng << 17
-    return L.rng
+cdef inline uint64_t xorshift(uint64_t* state) noexcept nogil:
+    # Upstream IDs travel only over loopback: they need to be spread, so that collisions are rare,
+    # not unpredictable.
+    state[0] ^= state[0] << 13
+    state[0] ^= state[0] >> 7
+    state[0] ^= state[0] << 17
+    return state[0]
 
 
 cdef void commit(Loop* L, int slot, int64_t now) noexcept nogil:
     """Takes the free slot at the top of the stack for a forwarded query, under a fresh upstream ID."""
     cdef Pending* p = &L.pending[slot]
-    cdef int uid = next_random(L) & (IDS - 1)
+    cdef int uid = xorshift(&L.rng) & (IDS - 1)
     while L.ids[uid] >= 0:
         uid = (uid + 1) & (IDS - 1)
     L.free_count -= 1
@@ -597,7 +748,6 @@ cdef void release(Loop* L, int slot) noexcept nogil:
     else:
         L.newest = p.older
     L.ids[p.upstream_id] = -1
-    p.upstream_id = -1
     L.free_slots[L.free_count] = slot
     L.free_count += 1
     L.in_flight -= 1
@@ -609,6 +759,7 @@ cdef int serve_queries(Loop* L, int fd, Outbox* replies) noexcept nogil:
     cdef int slot
     cdef int outcome
     cdef int length
+    cdef int cached
     cdef Client c
     cdef Pending* p
     cdef uint8_t* out
@@ -631,6 +782,11 @@ cdef int serve_queries(Loop* L, int fd, Outbox* replies) noexcept nogil:
         out = L.query_out + i * QUERY_BUF
         outcome = answer_query(L.rules, L.state, L.events, L.counters, L.queries.bufs + i * QUERY_BUF,
                                L.queries.msgs[i].msg_len, &c, 0, now_us, p, out, QUERY_BUF, &length)
+        if outcome == FORWARD:
+            cached = cache_answer(L.rules, L.cache, p, L.counters, now, L.cached, out, QUERY_BUF, L.scratch)
+            if cached >= 0:
+                length = cached
+                outcome = REPLY if cached > 0 else DROP
         if outcome == FORWARD and slot < 0:  # every pending slot is taken: say so at once
             L.counters.servfail += 1
             length = servfail_for(p, 0, out, QUERY_BUF)
@@ -639,6 +795,7 @@ cdef int serve_queries(Loop* L, int fd, Outbox* replies) noexcept nogil:
             outbox_add(replies, out, length, &c)
         elif outcome == FORWARD:
             commit(L, slot, now)
+            L.counters.forwarded += 1
             wr16(out, p.upstream_id)
             outbox_add(&L.forwards, out, length, NULL)
     outbox_flush(&L.forwards)
@@ -654,10 +811,12 @@ cdef int serve_answers(Loop* L) noexcept nogil:
     cdef Pending* p
     cdef const uint8_t* msg
     cdef uint8_t* out
+    cdef int64_t now
     inbox_reset(&L.answers, BATCH)
     n = recvmmsg(L.upstream, L.answers.msgs, BATCH, MSG_DONTWAIT, NULL)
     if n <= 0:
         return 0
+    now = clock_ns(CLOCK_MONOTONIC)
     for i in range(n):
         msg = L.answers.bufs + i * ANSWER_BUF
         if L.answers.msgs[i].msg_len < HEADER_LEN or L.answers.msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
@@ -673,6 +832,7 @@ cdef int serve_answers(Loop* L) noexcept nogil:
                                  ANSWER_BUF, L.scratch)
         if length < 0:  # does not answer our question: keep waiting for the one that does
             continue
+        cache_store(L.rules, L.cache, p, msg, L.answers.msgs[i].msg_len, now)
         if length > 0:
             outbox_add(&L.replies4 if p.client.family == 4 else &L.replies6, out, length, &p.client)
         release(L, slot)
@@ -754,11 +914,14 @@ cdef Loop* new_loop(Engine e, int fd4, int fd6, int upstream) noexcept:
     L.query_out = <uint8_t*>malloc(BATCH * QUERY_BUF)
     L.answer_out = <uint8_t*>malloc(BATCH * ANSWER_BUF)
     L.scratch = <uint8_t*>malloc(ANSWER_BUF)
+    L.cached = <uint8_t*>malloc(CACHE_MSG)
+    L.cache = <CacheEntry*>calloc(CACHE_SLOTS, sizeof(CacheEntry))
     L.pending = <Pending*>calloc(e.pending_capacity, sizeof(Pending))
     L.free_slots = <int*>malloc(e.pending_capacity * sizeof(int))
     L.ids = <int*>malloc(IDS * sizeof(int))
     if (L.queries.bufs == NULL or L.answers.bufs == NULL or L.query_out == NULL or L.answer_out == NULL
-            or L.scratch == NULL or L.pending == NULL or L.free_slots == NULL or L.ids == NULL):
+            or L.scratch == NULL or L.cached == NULL or L.cache == NULL or L.pending == NULL
+            or L.free_slots == NULL or L.ids == NULL):
         free_loop(L)
         return NULL
     inbox_init(&L.queries, L.queries.bufs, QUERY_BUF)
@@ -776,7 +939,6 @@ cdef Loop* new_loop(Engine e, int fd4, int fd6, int upstream) noexcept:
     # Slots are handed out from the top of the stack, lowest first: a light load touches few pages.
     for i in range(e.pending_capacity):
         L.free_slots[i] = e.pending_capacity - 1 - i
-        L.pending[i].upstream_id = -1
     L.free_count = e.pending_capacity
     for i in range(IDS):
         L.ids[i] = -1
@@ -791,6 +953,8 @@ cdef void free_loop(Loop* L) noexcept:
     free(L.query_out)
     free(L.answer_out)
     free(L.scratch)
+    free(L.cached)
+    free(L.cache)
     free(L.pending)
     free(L.free_slots)
     free(L.ids)
@@ -1028,23 +1192,25 @@ cdef class Engine:
         cdef Client c
         cdef int length
         cdef int outcome
+        cdef int64_t now_us
         cdef size_t n = len(message)
         cdef uint8_t* out = <uint8_t*>malloc(max(n, <size_t>TCP_MAX))
         if out == NULL:
             raise MemoryError()
         try:
             fill_client(&c, client, local, ifindex)
+            now_us = time.time_ns() // 1000
+            # No Python call from here to the end of answer_query, so the state it reads cannot be
+            # swapped and freed by another thread meanwhile.
             outcome = answer_query(&self.rules, self.state, &self.events, &self.tcp,
-                                   <const uint8_t*><const char*>message, n, &c, 1, time.time_ns() // 1000,
-                                   &f.p, out, max(n, <size_t>TCP_MAX), &length)
+                                   <const uint8_t*><const char*>message, n, &c, 1, now_us, &f.p, out,
+                                   max(n, <size_t>TCP_MAX), &length)
             if outcome == REPLY:
                 return PyBytes_FromStringAndSize(<char*>out, length)
             if outcome == DROP:
                 return None
-            self.rng ^= self.rng << 13
-            self.rng ^= self.rng >> 7
-            self.rng ^= self.rng << 17
-            wr16(out, self.rng & 0xFFFF)
+            wr16(out, xorshift(&self.rng) & 0xFFFF)
+            self.tcp.forwarded += 1
             f.message = PyBytes_FromStringAndSize(<char*>out, length)
             return f
         finally:

@@ -1,6 +1,8 @@
 # cython: language_level=3
 """Name normalisation shared by the parsers and the domain table."""
 
+import idna
+
 from libc.stdint cimport uint8_t
 
 
@@ -36,6 +38,24 @@ cdef int normalise_name(const uint8_t* src, size_t n, char* out) noexcept nogil:
     return <int>n
 
 
+cdef bytes ascii_name(object name):
+    if isinstance(name, bytes):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a domain name must be str or bytes, not {type(name).__name__}")
+    if name.isascii():
+        return name.encode("ascii")
+    # Per label, so that ASCII labels idna would refuse (underscores, as in _dmarc) still pass here
+    # and are judged by the shared name rules like every other ASCII name.
+    try:
+        mapped = idna.uts46_remap(name, std3_rules=False, transitional=False)
+        return b".".join(
+            [label.encode("ascii") if label.isascii() else idna.alabel(label) for label in mapped.split(".")]
+        )
+    except UnicodeError as e:  # idna.IDNAError is a UnicodeError
+        raise ValueError(f"invalid domain name {name!r}: {e}") from None
+
+
 def normalise(name: str | bytes) -> str | None:
     """The normalised form of a host name, or None if it is not a valid host name.
 
@@ -43,16 +63,10 @@ def normalise(name: str | bytes) -> str | None:
     cdef char buf[NAME_BUF]
     cdef bytes raw
     cdef int n
-    if isinstance(name, str):
-        try:
-            raw = name.encode("ascii")
-        except UnicodeEncodeError:
-            try:
-                raw = name.rstrip(".").encode("idna")
-            except UnicodeError:
-                return None
-    else:
-        raw = name
+    try:
+        raw = ascii_name(name)
+    except ValueError:
+        return None
     n = normalise_name(<const uint8_t*><char*>raw, len(raw), buf)
     if n < 0:
         return None

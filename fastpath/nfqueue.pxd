@@ -24,7 +24,7 @@ cpdef enum Rule:
     RULE_NO_NAME = 16       # complete, but no name: no SNI or Host, or an IP literal
     RULE_MALFORMED = 17     # not a valid ClientHello, request head or QUIC Initial
     RULE_NOT_HANDLED = 18   # another protocol on a web port, or QUIC other than a v1/v2 Initial
-    RULE_BUDGET = 19        # nothing complete within the packets the ruleset queues
+    RULE_PACKET_BUDGET = 19 # nothing complete within the packets the ruleset queues
     RULE_NO_POLICY = 20     # no policy applied yet, or none for this group
 
 cdef enum:
@@ -42,6 +42,14 @@ cdef struct Packet:
 # Parses an IPv4 or IPv6 packet (from its network header) down to the TCP or UDP payload: 0, or -1
 # for another protocol or anything inconsistent (lengths, fragments, extension header chains).
 cdef int parse_packet(const uint8_t* data, size_t n, Packet* out) noexcept nogil
+
+# One datagram's way through a QUIC flow's assembler.
+cdef struct QuicStep:
+    int32_t flow            # the flow's slot; -1 when the datagram could not open one
+    int status              # the datagram's ParseStatus
+    int final               # the connection's: NEED_MORE until it is decided
+    int name_len
+    char name[NAME_BUF]     # the SNI when final is OK
 
 # A flow decided moments ago, for its packets that were already queued when the verdict went out.
 cdef struct Decided:
@@ -122,13 +130,11 @@ cdef class Consumer:
     cdef int handle(self, const uint8_t* data, size_t n, uint32_t mark, const uint8_t* mac) noexcept nogil
     cdef int handle_tcp(self, const Packet* p, int group, const uint8_t* mac) noexcept nogil
     cdef int handle_quic(self, const Packet* p, int group, const uint8_t* mac) noexcept nogil
-    cdef int32_t quic_open(self, const Packet* p, int* status) noexcept nogil
-    cdef int quic_feed(self, int32_t flow, const Packet* p, bint last, int* final, char* name,
-                       int* name_len) noexcept nogil
+    cdef void quic_step(self, const Packet* p, QuicStep* q) noexcept with gil
     cdef int decide_name(self, const Packet* p, int group, int layer, const char* name, int n,
                          const uint8_t* path, size_t path_len, const uint8_t* mac) noexcept nogil
     cdef void check_page(self, const GroupPolicyC* g, const char* host, int n, const uint8_t* path,
-                         size_t path_len, VerdictC* v) noexcept nogil
+                         size_t path_len, VerdictC* v) noexcept with gil
     cdef int unvetted(self, int group) noexcept nogil
     cdef int fail_decision(self, const Packet* p, int group, int layer, int rule,
                            const uint8_t* mac) noexcept nogil
@@ -137,10 +143,12 @@ cdef class Consumer:
     cdef void record(self, const Packet* p, int group, int layer, int rule, uint64_t bits,
                      const char* name, int n, const uint8_t* mac) noexcept nogil
     cdef int recall(self, const Packet* p) noexcept nogil
-    cdef void take_policy(self) noexcept nogil
+    cdef void take_policy(self) noexcept with gil
+    cdef void release(self) noexcept
     # One batch from the socket: handled and answered. Messages read, 0 on timeout, or -errno.
     cdef int receive(self) noexcept nogil
     cdef void on_datagram(self, const uint8_t* data, size_t n) noexcept nogil
     cdef void on_packet(self, const uint8_t* msg, size_t n) noexcept nogil
     cdef void add_verdict(self, uint32_t packet_id, int verdict, uint32_t mark) noexcept nogil
+    cdef uint32_t verdict_mark(self, int verdict, uint32_t mark) noexcept nogil
     cdef void flush_verdicts(self) noexcept nogil

@@ -16,9 +16,11 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset, strerror
 
-from fastpath.names cimport MALFORMED, NEED_MORE, NO_NAME, NOT_HANDLED, OK
+from fastpath.names cimport MALFORMED, NAME_BUF, NEED_MORE, NO_NAME, NOT_HANDLED, OK
 from fastpath.quic cimport QuicFlowKey, QuicInitialAssembler, quic_flow_key
 from fastpath.stream cimport HTTP as PROTO_HTTP, TLS as PROTO_TLS, StreamResult, flow_key_set
+from fastpath.verdict import Reason
+
 from fastpath.verdict cimport (ALLOW as ACTION_ALLOW, BLOCK as ACTION_BLOCK, CATEGORY, PADLOCKED,
                                SCHOOL_ALLOW, GroupPolicy, decide_c)
 
@@ -27,7 +29,9 @@ cdef extern from *:
     #include <errno.h>
     #include <string.h>
     #include <time.h>
+    #include <arpa/inet.h>
     #include <sys/socket.h>
+    #include <unistd.h>
     #include <linux/netlink.h>
     #include <linux/netfilter.h>
     #include <libnetfilter_queue/libnetfilter_queue.h>
@@ -141,6 +145,8 @@ cdef extern from *:
     }
     """
     enum:
+        EPERM
+        ETIMEDOUT
         NFQ_BATCH
         NFQ_RX_SIZE
         NFQ_TX_SIZE
@@ -164,10 +170,9 @@ cdef extern from *:
     void* nfq_rx_alloc(uint8_t* rx) nogil
     int nfq_recv(int fd, void* msgs) nogil
     uint32_t nfq_msg_len(const void* msgs, int i) nogil
-    int close(int fd) nogil
+    int sys_close "close"(int fd) nogil
 
 cdef enum:
-    TCP_FIN = 0x01
     TCP_SYN = 0x02
     TCP_RST = 0x04
     TCP_ACK = 0x10
@@ -182,6 +187,8 @@ cdef enum:
     IPV6_EXT_MAX = 8
     NLMSG_HDRLEN = 16
     NFGENMSG_LEN = 4
+
+BIND_TIMEOUT = 2.0  # seconds to wait for the kernel's answer to the bind
 
 RULE_NAMES = {r.value: r.name.removeprefix("RULE_") for r in Rule}
 LAYER_NAMES = {Layer.LAYER_TLS: "tls", Layer.LAYER_QUIC: "quic", Layer.LAYER_HTTP: "http"}
@@ -325,6 +332,8 @@ cdef class Consumer:
             raise ValueError("packets_per_flow must be 1..255")
         if not 1 <= max_quic <= max_flows:
             raise ValueError("need 1 <= max_quic <= max_flows")
+        if group_mask >= GROUPS or allow_bit & (group_mask | block_bit) or block_bit & group_mask:
+            raise ValueError("the group mask must fit in a byte, and the verdict bits lie outside it")
         self.queue = queue
         self.fd = -1
         self.budget = packets_per_flow
@@ -354,7 +363,7 @@ cdef class Consumer:
         self.heartbeat_ms = self.now_ms
 
     def __dealloc__(self):
-        self.close()
+        self.release()
         free(self.tcp_packets)
         free(self.quic_packets)
         free(self.decided)
@@ -369,38 +378,38 @@ cdef class Consumer:
 
     def bind(self, int maxlen=4096, int rcvbuf=8 << 20) -> None:
         """Opens the netlink socket and binds the queue: whole packets, maxlen queued at most.
-        OSError if the kernel refuses (EBUSY: another program has the queue)."""
+        OSError if the kernel refuses (EPERM: another program serves the queue)."""
         cdef int fd
+        cdef int result
         cdef size_t n
-        cdef double deadline
         if self.fd >= 0:
             raise RuntimeError(f"queue {self.queue} is already bound")
         fd = nfq_socket(rcvbuf, RECV_TIMEOUT_MS)
         if fd < 0:
             raise OSError(-fd, f"netlink socket: {strerror(-fd).decode()}")
+        self.fd = fd
         self.rx = <uint8_t*>calloc(NFQ_BATCH, NFQ_RX_SIZE)
         self.tx = <char*>calloc(1, NFQ_TX_SIZE)
         self.rx_msgs = nfq_rx_alloc(self.rx) if self.rx != NULL else NULL
-        self.fd = fd
         if self.rx_msgs == NULL or self.tx == NULL:
-            self.close()
+            self.release()
             raise MemoryError()
         self.config_seq += 1
         self.config_result = 1
         n = nfq_config(self.tx, <uint16_t>self.queue, 1, maxlen, self.config_seq)
         result = nfq_send(fd, self.tx, n)
-        deadline = time.monotonic() + 2.0
-        # Packets may arrive before the answer; they are handled as usual.
-        while result == 0 and self.config_result == 1 and time.monotonic() < deadline:
+        deadline = time.monotonic() + BIND_TIMEOUT
+        # Packets may come before the answer: they are handled as usual.
+        while result >= 0 and self.config_result == 1 and time.monotonic() < deadline:
             with nogil:
                 result = self.receive()
-            result = min(result, 0)
-        if result == 0 and self.config_result <= 0:
-            result = self.config_result
-        if result != 0:
-            self.close()
-            raise OSError(-result if result < 0 else 110, f"cannot bind NFQUEUE {self.queue}: "
-                          + (strerror(-result).decode() if result < 0 else "no answer from the kernel"))
+        if result >= 0:
+            result = -ETIMEDOUT if self.config_result == 1 else self.config_result
+        if result < 0:
+            self.release()
+            # The kernel refuses a queue bound by another socket with EPERM, which would mislead.
+            why = "another program serves it" if result == -EPERM else strerror(-result).decode()
+            raise OSError(-result, f"cannot bind NFQUEUE {self.queue}: {why}")
 
     def run(self) -> None:
         """Serves the queue until stop() (from another thread); OSError if the socket fails."""
@@ -420,13 +429,16 @@ cdef class Consumer:
 
     def close(self) -> None:
         """Unbinds the queue (packets still queued are dropped by the kernel) and frees the buffers."""
+        self.release()
+
+    cdef void release(self) noexcept:
         cdef size_t n
         if self.fd >= 0:
             if self.tx != NULL:
                 self.config_seq += 1
                 n = nfq_config(self.tx, <uint16_t>self.queue, 0, 0, self.config_seq)
                 nfq_send(self.fd, self.tx, n)
-            close(self.fd)
+            sys_close(self.fd)
             self.fd = -1
         free(self.rx_msgs)
         free(self.rx)
@@ -458,7 +470,7 @@ cdef class Consumer:
         while tail != head:
             r = &self.events[tail & (EVENT_RING - 1)]
             size = 4 if r.family == 4 else 16
-            rule = RULE_NAMES.get(r.rule) or verdict_reason_name(r.rule)
+            rule = RULE_NAMES[r.rule] if r.rule in RULE_NAMES else Reason(r.rule).name
             out.append((
                 r.time,
                 str(ipaddress.ip_address(PyBytes_FromStringAndSize(<char*>r.client, size))),
@@ -484,11 +496,7 @@ cdef class Consumer:
         if nfq_load_int(&self.policy_waiting):
             self.take_policy()
         v = self.handle(&view[0] if view.shape[0] else NULL, view.shape[0], mark, hw)
-        if v == ALLOW:
-            mark = (mark & ~self.verdict_mask) | self.allow_bit
-        elif v == BLOCK:
-            mark = (mark & ~self.verdict_mask) | self.block_bit
-        return PacketVerdict(v), mark
+        return PacketVerdict(v), self.verdict_mark(v, mark)
 
     # --- the packet path --------------------------------------------------------------------------
 
@@ -543,91 +551,81 @@ cdef class Consumer:
         status = self.tcp.flow_feed(flow, seq, p.payload, p.payload_len, &r)
         if status == OK and layer == LAYER_TLS:
             v = self.decide_name(p, group, layer, r.tls.sni, r.tls.sni_len, NULL, 0, mac)
-        elif status == OK or (status == NO_NAME and layer == LAYER_HTTP and r.http.host_len > 0):
+        elif status == OK:
             data = self.tcp.flow_data(flow)
-            v = self.decide_name(p, group, layer, r.http.host, r.http.host_len if status == OK else 0,
-                                 data + r.http.path_off, r.http.match_len, mac)
+            v = self.decide_name(p, group, layer, r.http.host, r.http.host_len, data + r.http.path_off,
+                                 r.http.match_len, mac)
         elif status == NEED_MORE:
             if self.tcp_packets[flow] < self.budget:
                 return PASS
-            v = self.fail_decision(p, group, layer, RULE_BUDGET, mac)
+            v = self.fail_decision(p, group, layer, RULE_PACKET_BUDGET, mac)
         else:
             v = self.fail_decision(p, group, layer, rule_for(status), mac)
         self.tcp.flow_remove(flow)
         return v
 
     cdef int handle_quic(self, const Packet* p, int group, const uint8_t* mac) noexcept nogil:
-        cdef int32_t flow = self.quic.flow_find(&p.key)
-        cdef char name[256]
-        cdef int name_len = 0
-        cdef int status = OK
-        cdef int final, v
-        cdef bint last
-        if flow < 0:
+        cdef QuicStep q
+        cdef int v
+        q.flow = self.quic.flow_find(&p.key)
+        if q.flow < 0:
             v = self.recall(p)
             if v >= 0:
                 return v
-            flow = self.quic_open(p, &status)
-            if flow == -2:
-                return self.unvetted(group)
-            if flow < 0:
-                # The first datagram of the flow is not a client Initial: nothing to read a name from.
-                return self.fail_decision(p, group, LAYER_QUIC, rule_for(status), mac)
-        if self.quic_packets[flow] < 255:
-            self.quic_packets[flow] += 1
-        last = self.quic_packets[flow] >= self.budget
-        status = self.quic_feed(flow, p, last, &final, name, &name_len)
-        if final == OK:
-            v = self.decide_name(p, group, LAYER_QUIC, name, name_len, NULL, 0, mac)
-        elif final != NEED_MORE:
-            v = self.fail_decision(p, group, LAYER_QUIC, rule_for(final), mac)
-        elif last:
-            v = self.fail_decision(p, group, LAYER_QUIC, RULE_BUDGET, mac)
-        elif status == NEED_MORE:
+        self.quic_step(p, &q)
+        if q.flow < 0:
+            if q.final == NEED_MORE:
+                return self.unvetted(group)  # no memory for an assembler: try the next datagram
+            # The first datagram of the flow is not a client Initial: nothing to read a name from.
+            return self.fail_decision(p, group, LAYER_QUIC, rule_for(q.final), mac)
+        if q.final == OK:
+            v = self.decide_name(p, group, LAYER_QUIC, q.name, q.name_len, NULL, 0, mac)
+        elif q.final != NEED_MORE:
+            v = self.fail_decision(p, group, LAYER_QUIC, rule_for(q.final), mac)
+        elif self.quic_packets[q.flow] >= self.budget:
+            v = self.fail_decision(p, group, LAYER_QUIC, RULE_PACKET_BUDGET, mac)
+        elif q.status == NEED_MORE:
             return PASS
         else:
             # A datagram that did not authenticate, or held no Initial: the connection goes on.
             return self.unvetted(group)
-        self.quic.flow_remove(flow)
+        self.quic.flow_remove(q.flow)
         return v
 
-    cdef int32_t quic_open(self, const Packet* p, int* status) noexcept nogil:
-        """A slot and an assembler for a new QUIC flow: its index, -1 if the datagram does not begin
-        with a client Initial (status says why), -2 if no assembler could be made."""
+    cdef void quic_step(self, const Packet* p, QuicStep* q) noexcept with gil:
+        """Feeds the datagram to its flow's assembler, first opening the flow (a slot, and an
+        assembler keyed by this first Initial) if q.flow is -1. The assembler is let go once the flow
+        will be decided. All the QUIC work that needs the GIL, in one go."""
         cdef QuicFlowKey key
-        cdef int32_t flow
-        status[0] = quic_flow_key(p.payload, p.payload_len, &key)
-        if status[0] != OK:
-            return -1
-        with gil:
+        cdef QuicInitialAssembler assembler
+        q.name_len = 0
+        if q.flow < 0:
+            q.final = quic_flow_key(p.payload, p.payload_len, &key)
+            if q.final != OK:
+                return
             try:
                 assembler = QuicInitialAssembler.for_flow(&key)
             except (MemoryError, RuntimeError, ValueError):
-                return -2
-            flow = self.quic.flow_open(&p.key, PROTO_TLS)
-            # An evicted flow's assembler goes with the slot.
-            self.assemblers[flow] = assembler
-        self.quic_packets[flow] = 0
-        return flow
-
-    cdef int quic_feed(self, int32_t flow, const Packet* p, bint last, int* final, char* name,
-                       int* name_len) noexcept nogil:
-        """Feeds a datagram to the flow's assembler: the datagram's status; final gets the
-        connection's (NEED_MORE until decided) and name the SNI once OK. The assembler is let go once
-        the flow will be decided (final, or last)."""
-        cdef QuicInitialAssembler assembler
-        cdef int status
-        with gil:
-            assembler = <QuicInitialAssembler>self.assemblers[flow]
-            with nogil:
-                status = assembler.feed_datagram(p.payload, p.payload_len)
-            final[0] = assembler.status
-            if final[0] == OK:
-                name_len[0] = assembler.info.sni_len
-                memcpy(name, assembler.info.sni, <size_t>assembler.info.sni_len)
-            if final[0] != NEED_MORE or last:
-                self.assemblers[flow] = None
-        return status
+                q.final = NEED_MORE
+                return
+            q.flow = self.quic.flow_open(&p.key, PROTO_TLS)
+            self.assemblers[q.flow] = assembler  # replacing an evicted flow's
+            self.quic_packets[q.flow] = 0
+        else:
+            assembler = self.assemblers[q.flow]
+            if assembler is None:  # every slot in the table has one; never trust that blindly
+                q.status = q.final = MALFORMED
+                return
+        if self.quic_packets[q.flow] < 255:
+            self.quic_packets[q.flow] += 1
+        with nogil:
+            q.status = assembler.feed_datagram(p.payload, p.payload_len)
+        q.final = assembler.status
+        if q.final == OK:
+            q.name_len = assembler.info.sni_len
+            memcpy(q.name, assembler.info.sni, <size_t>q.name_len)
+        if q.final != NEED_MORE or self.quic_packets[q.flow] >= self.budget:
+            self.assemblers[q.flow] = None
 
     cdef int decide_name(self, const Packet* p, int group, int layer, const char* name, int n,
                          const uint8_t* path, size_t path_len, const uint8_t* mac) noexcept nogil:
@@ -646,23 +644,26 @@ cdef class Consumer:
                            name, n, mac)
 
     cdef void check_page(self, const GroupPolicyC* g, const char* host, int n, const uint8_t* path,
-                         size_t path_len, VerdictC* v) noexcept nogil:
+                         size_t path_len, VerdictC* v) noexcept with gil:
         """A page-level entry for the request on an allowed host: padlocked pages always block, pages
         in a blocked category block unless the school allowed the host."""
         cdef uint64_t page
-        with gil:
-            target = PyBytes_FromStringAndSize(<const char*>path, path_len)
-            if not target.startswith(b"/"):
-                target = b"/" + target
-            try:
-                page = self.policy.page_lookup(PyBytes_FromStringAndSize(host, n).decode("ascii"), target)
-            except Exception:
-                # A lookup that fails cannot clear the page: treat it as listed in every category.
-                page = ~(<uint64_t>0)
+        target = PyBytes_FromStringAndSize(<const char*>path, path_len)
+        if not target.startswith(b"/"):
+            target = b"/" + target
+        try:
+            page = self.policy.page_lookup(PyBytes_FromStringAndSize(host, n).decode("ascii"), target)
+        except Exception:
+            # A lookup that fails cannot clear the page: treat it as listed in every category.
+            page = ~(<uint64_t>0)
         if page & g.padlocked:
-            v.action, v.reason, v.bits = ACTION_BLOCK, PADLOCKED, page & g.padlocked
+            v.action = ACTION_BLOCK
+            v.reason = PADLOCKED
+            v.bits = page & g.padlocked
         elif v.reason != SCHOOL_ALLOW and page & g.blocked:
-            v.action, v.reason, v.bits = ACTION_BLOCK, CATEGORY, page & g.blocked
+            v.action = ACTION_BLOCK
+            v.reason = CATEGORY
+            v.bits = page & g.blocked
 
     cdef int unvetted(self, int group) noexcept nogil:
         """A packet that cannot be read: dropped where the group fails closed, else passed."""
@@ -678,7 +679,9 @@ cdef class Consumer:
         d.key = p.key
         d.l4 = p.l4
         d.verdict = <uint8_t>verdict
-        d.expires = (self.now_ms + RECALL_MS) or 1
+        d.expires = self.now_ms + RECALL_MS
+        if d.expires == 0:
+            d.expires = 1  # 0 marks a free entry
         if verdict == BLOCK:
             self.flows_blocked += 1
             self.record(p, group, layer, rule, bits, name, n, mac)
@@ -718,12 +721,11 @@ cdef class Consumer:
         r.name[n if n > 0 else 0] = 0
         nfq_store(&self.events_head, head + 1)
 
-    cdef void take_policy(self) noexcept nogil:
-        with gil:
-            self.policy = self.pending
-            self.pending = None
-            self.active = &self.policy.c if self.policy is not None else NULL
-            nfq_store_int(&self.policy_waiting, 0)
+    cdef void take_policy(self) noexcept with gil:
+        self.policy = self.pending
+        self.pending = None
+        self.active = &self.policy.c if self.policy is not None else NULL
+        nfq_store_int(&self.policy_waiting, 0)
 
     # --- the socket -------------------------------------------------------------------------------
 
@@ -754,7 +756,7 @@ cdef class Consumer:
                 self.on_packet(data, length)
             elif kind == NLMSG_ERROR and length >= NLMSG_HDRLEN + 4:
                 memcpy(&error, data + NLMSG_HDRLEN, 4)
-                if self.config_result == 1 and memcmp(data + NLMSG_HDRLEN + 4 + 8, &self.config_seq, 4) == 0:
+                if self.config_result == 1 and memcmp(data + 8, &self.config_seq, 4) == 0:
                     self.config_result = error
                 elif error != 0:
                     self.kernel_errors += 1
@@ -802,9 +804,16 @@ cdef class Consumer:
             return
         if self.tx_len + 128 > NFQ_TX_SIZE:
             self.flush_verdicts()
-        mark &= ~self.verdict_mask
         self.tx_len += nfq_verdict(self.tx + self.tx_len, <uint16_t>self.queue, packet_id, verdict != DROP, 0,
-                                   verdict != DROP, mark | (self.allow_bit if verdict == ALLOW else self.block_bit))
+                                   verdict != DROP, self.verdict_mark(verdict, mark))
+
+    cdef inline uint32_t verdict_mark(self, int verdict, uint32_t mark) noexcept nogil:
+        """The mark a verdict gives the packet: a decision's bit added, else the mark unchanged."""
+        if verdict == ALLOW:
+            return (mark & ~self.verdict_mask) | self.allow_bit
+        if verdict == BLOCK:
+            return (mark & ~self.verdict_mask) | self.block_bit
+        return mark
 
     cdef void flush_verdicts(self) noexcept nogil:
         """Sends the verdicts so far: the individual ones, then one batch accepting every other packet
@@ -816,8 +825,3 @@ cdef class Consumer:
             self.kernel_errors += 1
         self.tx_len = 0
 
-
-def verdict_reason_name(int reason) -> str:
-    from fastpath.verdict import Reason
-
-    return Reason(reason).name

@@ -18,8 +18,9 @@ cdef struct SuffixHit:
     int length       # the suffix is the last `length` bytes of the name
 
 # A lookup in two steps, so a batch can start many names' memory reads before waiting on any:
-# table_prepare hashes every suffix of the normalised name[:n] and prefetches their home slots;
-# table_probe then reads them. A probe is self-contained (the name itself is not kept).
+# table_prepare hashes the suffixes of the normalised name[:n] (those at a depth some entry has) and
+# prefetches their home slots; table_probe then reads them. A probe is self-contained (the name
+# itself is not kept).
 cdef struct Probe:
     int count                          # suffixes, least specific first in the arrays below
     int length                         # the name's length

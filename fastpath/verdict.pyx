@@ -2,9 +2,9 @@
 """Per-group verdicts over a domain table, and batch classification of names, DNS queries, TLS
 ClientHello streams and QUIC Initials.
 
-The layer order follows the peers that schools trust (STANDARDS.md 7): categories nobody may override
-(padlocked) first, then the school's own most specific allow/deny, then the group's blocked
-categories, then its default."""
+The layer order (docs/architecture.md) is that of the filters schools rely on: categories nobody may
+override (padlocked: IWF, CTIRU, trust-locked lists) first, then the school's own most specific
+allow/deny, then the group's blocked categories, then its default action."""
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -244,10 +244,13 @@ cdef Py_ssize_t classify_batch(int kind, DomainTable table, GroupPolicy policy, 
                 decided += record(classify_quic(t, &policy.c, base + offsets[i], offsets[i + 1] - offsets[i], &v),
                                   &v, &statuses[i], &actions[i])
             return decided
-        # A ClientHello split over records is gathered in scratch; it is never longer than its records.
-        scratch = <uint8_t*>malloc(longest + 1)
+        if kind == TLS:
+            # A ClientHello split over records is gathered here; it is never longer than its records.
+            scratch = <uint8_t*>malloc(longest + 1)
+            if scratch == NULL:
+                raise MemoryError()
         probes = <Probe*>malloc(GROUP * sizeof(Probe))
-        if scratch == NULL or probes == NULL:
+        if probes == NULL:
             raise MemoryError()
         with nogil:
             i = 0

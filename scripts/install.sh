@@ -8,9 +8,10 @@ dev=0
 
 export DEBIAN_FRONTEND=noninteractive
 runtime_pkgs=(python3 python3-venv python3-dev python3-nftables build-essential libssl-dev
-  nftables iptables iproute2 conntrack unbound dnsutils curl openssl ca-certificates ethtool)
+  nftables iptables iproute2 conntrack unbound dnsutils curl openssl ca-certificates ethtool
+  weasyprint python3-numpy)
 dev_pkgs=(tshark tcpdump gnutls-bin chromium chromium-driver firefox-esr dnsperf dnsmasq
-  libnetfilter-queue-dev tcpreplay systemd valgrind)
+  libnetfilter-queue-dev tcpreplay systemd valgrind poppler-utils)
 pkgs=("${runtime_pkgs[@]}")
 [ "$dev" = 1 ] && pkgs+=("${dev_pkgs[@]}")
 missing=()

@@ -58,7 +58,9 @@ def test_first_start_asks_for_an_administrator_from_the_console(tmp_path: Path) 
     assert "No administrator yet" in page and "appliance webui create-admin" in page
     assert client(app).get("/", follow_redirects=False).headers["Location"].startswith("/login")
 
-    weak = _create_admin(state, "--username", "head", "--email", "head@school.test", "--password-stdin", password="short")
+    weak = _create_admin(
+        state, "--username", "head", "--email", "head@school.test", "--password-stdin", password="short"
+    )
     assert weak.returncode == 2 and "at least 12 characters" in weak.stderr
     done = _create_admin(state, "--username", "head", "--email", "head@school.test", "--password-stdin")
     assert done.returncode == 0, done.stderr
@@ -71,9 +73,13 @@ def test_first_start_asks_for_an_administrator_from_the_console(tmp_path: Path) 
     assert "Accounts" in c.get("/accounts").get_data(as_text=True)
     with Store(state) as store:
         row = store.db.execute("SELECT password_hash FROM web_users WHERE username = 'head'").fetchone()
-        logged = store.db.execute("SELECT action, actor FROM audit WHERE action = 'account.create'").fetchall()
+        logged = store.db.execute(
+            "SELECT action, actor FROM audit WHERE action = 'account.create'"
+        ).fetchall()
     assert row["password_hash"].startswith("$argon2id$") and PASSWORD not in row["password_hash"]
-    assert [(r["action"], r["actor"]) for r in logged] == [("account.create", os.environ.get("SUDO_USER") or "root")]
+    assert [(r["action"], r["actor"]) for r in logged] == [
+        ("account.create", os.environ.get("SUDO_USER") or "root")
+    ]
 
 
 def test_session_cookie_is_secure_httponly_samesite_and_host_only(state: Path) -> None:
@@ -226,7 +232,12 @@ def test_the_only_administrator_cannot_be_demoted(state: Path) -> None:
     with Store(state) as store:
         me = accounts.find(store, "admin")
     assert me is not None
-    post(admin, f"/accounts/{me.id}", {"display_name": "A", "email": "a@school.test", "role": "teacher"}, "/accounts")
+    post(
+        admin,
+        f"/accounts/{me.id}",
+        {"display_name": "A", "email": "a@school.test", "role": "teacher"},
+        "/accounts",
+    )
     assert "only administrator" in admin.get("/accounts").get_data(as_text=True)
     with Store(state) as store:
         assert accounts.get(store, me.id).role.value == "admin"

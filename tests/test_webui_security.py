@@ -15,21 +15,29 @@ from test_webui_support import build_state, client, copy_state, csrf, make_app, 
 
 from appliance import audit
 from appliance.store import Store
-from webui import accounts, security, sessions
+from webui import accounts, openapi, security, sessions
 from webui.roles import Permission, Role, allowed
 
-# Every field name any form or API call takes, so one request can fill every form.
-FIELDS = (
-    "username password display_name email role site reason until until_date seen_at note decision action kind "
-    "target group expires schedule ticket name weekly dated terms start end mode confirm url mail_host "
-    "mail_port mail_security mail_username mail_password mail_sender label current new again back disabled"
-).split()
+TEMPLATES = Path(__file__).resolve().parent.parent / "webui" / "templates"
+# Every field any form (the templates) or API call (the OpenAPI bodies) takes, so that one request can
+# fill in every form.
+FIELDS = sorted(
+    (
+        {
+            n
+            for t in TEMPLATES.rglob("*.html")
+            for n in re.findall(r'<(?:input|textarea|select)[^>]*name="(\w+)"', t.read_text())
+        }
+        | {n for _, body, _ in openapi.OPERATIONS.values() if body for n in body.get("properties", {})}
+    )
+    - {"csrf_token", "groups"}
+)
 HOSTILE = [
     '<script>alert("x")</script>',
     "A" * 100_000,
     "Zoë’s “lesson” 🚀 \u202egnp.exe \u0000 nul",
     "'; DROP TABLE rules; --",
-    "=HYPERLINK(\"http://evil.example\")",
+    '=HYPERLINK("http://evil.example")',
 ]
 
 
@@ -101,7 +109,9 @@ def _check_role(app: Flask, c: FlaskClient, role: Role, headers: dict[str, str],
         if path.startswith("/api/"):
             response = c.open(path, method=method, headers=headers, json={} if method == "POST" else None)
         else:
-            response = c.open(path, method=method, data={"csrf_token": data_token} if method == "POST" else None)
+            response = c.open(
+                path, method=method, data={"csrf_token": data_token} if method == "POST" else None
+            )
         may = any(allowed(role, p) for p in needed)
         assert (response.status_code == 403) != may, (role, method, path, response.status_code)
         if not may and path.startswith("/api/"):
@@ -118,7 +128,9 @@ def test_each_role_is_refused_exactly_what_it_may_not_do_in_pages(app: Flask, ro
 
 
 @pytest.mark.parametrize("role", list(Role))
-def test_each_role_is_refused_exactly_what_it_may_not_do_through_api_tokens(app: Flask, state: Path, role: Role) -> None:
+def test_each_role_is_refused_exactly_what_it_may_not_do_through_api_tokens(
+    app: Flask, state: Path, role: Role
+) -> None:
     with Store(state) as store:
         user = accounts.find(store, role.value)
         assert user is not None
@@ -163,8 +175,14 @@ def test_changes_sent_from_another_site_are_refused_even_with_a_token(app: Flask
     token = csrf(c, "/account")
     response = c.post(
         "/policy/rules",
-        data={"csrf_token": token, "action": "allow", "kind": "name", "target": "games.example", "group": "students",
-              "reason": "x"},
+        data={
+            "csrf_token": token,
+            "action": "allow",
+            "kind": "name",
+            "target": "games.example",
+            "group": "students",
+            "reason": "x",
+        },
         headers={"Origin": "https://evil.example"},
     )
     assert response.status_code == 403
@@ -185,8 +203,17 @@ def test_hostile_input_on_every_form_is_refused_or_harmless(app: Flask, state: P
             else:
                 response = c.post(path, data={**form, "groups": value, "csrf_token": token})
             assert response.status_code < 500, (role, path, response.status_code)
-        for path in ("/requests", "/policy/rules", "/policy/schedules", "/policy/changes", "/accounts",
-                     "/logs", "/dashboard", "/alerts", "/settings"):
+        for path in (
+            "/requests",
+            "/policy/rules",
+            "/policy/schedules",
+            "/policy/changes",
+            "/accounts",
+            "/logs",
+            "/dashboard",
+            "/alerts",
+            "/settings",
+        ):
             page = c.get(path).get_data(as_text=True)
             assert "<script>" not in page
     with Store(state) as store:

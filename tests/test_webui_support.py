@@ -76,7 +76,13 @@ def copy_state(template: Path, directory: Path) -> Path:
 def add_user(store: Store, username: str, role: str, must_change: bool = False) -> accounts.User:
     with audit.change(store, "setup", "test account") as ch:
         return accounts.create(
-            ch, username, username.capitalize() + " Tester", f"{username}@school.test", role, PASSWORD, must_change
+            ch,
+            username,
+            username.capitalize() + " Tester",
+            f"{username}@school.test",
+            role,
+            PASSWORD,
+            must_change,
         )
 
 
@@ -147,7 +153,9 @@ class Mailbox:
                 if subject_part in m["Subject"]:
                     return m
             time.sleep(0.05)
-        raise AssertionError(f"no message to {address} about {subject_part!r}: {[m['Subject'] for m in self.messages]}")
+        raise AssertionError(
+            f"no message to {address} about {subject_part!r}: {[m['Subject'] for m in self.messages]}"
+        )
 
 
 @contextmanager

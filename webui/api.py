@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from appliance import audit, events
 from appliance.policy import generations, timetable
@@ -240,8 +240,8 @@ def search_events() -> Response:
     q = logsearch.query(request.args, zone)
     viewer = current_user()
     if request.args.get("format") == "csv":
-        rows = logsearch.csv_rows(events.iterate(store, q), viewer, zone)
-        return Response(stream_with_context(rows), mimetype="text/csv")
+        rows = logsearch.stream(current_app.config["STATE_DIR"], q, viewer, zone)
+        return Response(rows, mimetype="text/csv")
     limit, offset = _page_args()
     found = events.search(store, q, limit=limit, offset=offset)
     return jsonify(total=events.count(store, q), events=[logsearch.to_dict(e, viewer) for e in found])
@@ -382,13 +382,10 @@ def rollback() -> Response:
 def changes() -> Response:
     store = db.store()
     limit, offset = _page_args()
-    rows = store.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset))
+    entries, total = policy_edits.change_log(store, limit, offset)
     check = audit.verify(store)
-    return jsonify(
-        intact=check.ok,
-        problems=check.problems,
-        entries=[_entry(audit.Entry.from_row(r)) for r in rows],
-    )
+    rows = [_entry(e) for e in entries]
+    return jsonify(intact=check.ok, problems=check.problems, total=total, entries=rows)
 
 
 def _entry(e: audit.Entry) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from appliance import audit, config
 from appliance.store import Store, add_state_dir_argument, state_dir
-from webui import accounts, schema
+from webui import accounts, schema, settings
 from webui.errors import InputError
 from webui.roles import Role
 
@@ -83,12 +83,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from webui.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    names = args.hostname or [socket.getfqdn(), socket.gethostname()]
     if args.cert:
         cert, key, own = args.cert, args.key, True
     else:
-        names = args.hostname or [socket.getfqdn(), socket.gethostname()]
         generated = tls.ensure(directory, names)
         cert, key, own = str(generated[0]), str(generated[1]), False
+    with Store(directory) as store:
+        schema.ensure(store)
+        with audit.change(store, "system", "first start: the web address staff use") as ch:
+            settings.set_default_url(ch, names[0])
     overrides = {"HSTS": own, "MAIL_SENDER": True}
     server.Server(
         lambda: create_app(directory, cfg, overrides),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask import Blueprint, Response, current_app, render_template, request
 
 from appliance import events
 from appliance.policy.model import GROUPS
@@ -53,7 +53,7 @@ def export() -> Response:
     except USER_ERRORS as e:
         return Response(f"error: {e}\n", status=400, mimetype="text/plain")
     viewer = current_user()
-    body = stream_with_context(logsearch.csv_rows(events.iterate(store, q), viewer, zone))
+    body = logsearch.stream(current_app.config["STATE_DIR"], q, viewer, zone)
     stamp = db.now().astimezone(zone).strftime("%Y%m%d-%H%M")
     return Response(
         body,

@@ -4,8 +4,6 @@ that see safeguarding alerts."""
 
 from __future__ import annotations
 
-import csv
-import io
 import ipaddress
 from collections.abc import Iterator, Mapping
 from datetime import datetime, time, timedelta
@@ -15,7 +13,8 @@ from zoneinfo import ZoneInfo
 from appliance import events
 from appliance.events import BlockEvent
 from appliance.policy.model import CATEGORIES, GROUPS
-from webui import fields
+from appliance.store import Store
+from webui import csvexport, fields
 from webui.accounts import User
 from webui.alerts import CONFIDENTIAL
 from webui.errors import InputError
@@ -69,28 +68,14 @@ def to_dict(e: BlockEvent, viewer: User) -> dict[str, Any]:
     }
 
 
-def _cell(value: str) -> str:
-    # A spreadsheet would run a cell that starts with = + - @ as a formula.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def csv_rows(found: Iterator[BlockEvent], viewer: User, zone: ZoneInfo) -> Iterator[str]:
     """The export, a line at a time (the log can be large)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
 
-    def line(values: list[str]) -> str:
-        writer.writerow([_cell(v) for v in values])
-        out = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return out
-
-    yield line(CSV_HEADER)
-    for e in found:
-        category = CATEGORIES[e.category].title if e.category in CATEGORIES else (e.category or "")
-        yield line(
-            [
+    def rows() -> Iterator[list[str]]:
+        yield CSV_HEADER
+        for e in found:
+            category = CATEGORIES[e.category].title if e.category in CATEGORIES else (e.category or "")
+            yield [
                 e.ts.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
                 e.client_ip,
                 e.mac or "",
@@ -100,7 +85,15 @@ def csv_rows(found: Iterator[BlockEvent], viewer: User, zone: ZoneInfo) -> Itera
                 e.layer,
                 e.rule,
             ]
-        )
+
+    return csvexport.lines(rows())
+
+
+def stream(state_dir: str, q: events.Query, viewer: User, zone: ZoneInfo) -> Iterator[str]:
+    """The export of a search, read through its own connection: it is sent after the request's own
+    connection has been closed."""
+    with Store(state_dir) as store:
+        yield from csv_rows(events.iterate(store, q), viewer, zone)
 
 
 def describe(q: events.Query, zone: ZoneInfo) -> str:

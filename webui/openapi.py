@@ -276,6 +276,8 @@ def _security(endpoint: str) -> tuple[list[dict[str, list[str]]], str]:
     needed = getattr(current_app.view_functions[endpoint], "permission", None)
     if not isinstance(needed, frozenset):
         return [], "No sign-in needed."
+    if needed == {Permission.SIGNED_IN}:
+        return [{"token": []}, {"session": []}], "Any signed-in account."
     names = " or ".join(sorted(p.value for p in needed))
     return [{"token": []}, {"session": []}], f"Needs a role that may {names}."
 

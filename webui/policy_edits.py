@@ -143,6 +143,13 @@ def rule_states(store: Store, now: datetime) -> list[RuleState]:
     return out
 
 
+def change_log(store: Store, limit: int, offset: int) -> tuple[list[audit.Entry], int]:
+    """A page of the audit trail, newest first, and how many entries it has in all."""
+    total = int(store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+    rows = store.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset))
+    return [audit.Entry.from_row(r) for r in rows], total
+
+
 # --- changing --------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, current_app, flash, redirect, rend
 from appliance import audit
 from appliance.policy import generations, timetable
 from appliance.policy.model import CATEGORIES, GROUPS
-from webui import db, policy_edits, policy_ops
+from webui import csvexport, db, policy_edits, policy_ops
 from webui.errors import USER_ERRORS, InputError
 from webui.roles import Permission
 from webui.security import current_user, requires
@@ -51,9 +51,12 @@ def _edit(action: Callable[[], object], done: str, back: str) -> Response:
 @requires(Permission.VIEW_POLICY)
 def groups() -> str:
     store = db.store()
+    states = policy_edits.groups(store, current_app.config.get("APPLIANCE_CONFIG"), db.now())
+    chosen = request.args.get("group", GROUPS[0])
     return _page(
         "policy/groups.html",
-        states=policy_edits.groups(store, current_app.config.get("APPLIANCE_CONFIG"), db.now()),
+        states=states,
+        s=next((st for st in states if st.name == chosen), states[0]),
         has_config=current_app.config.get("APPLIANCE_CONFIG") is not None,
     )
 
@@ -77,7 +80,9 @@ def add_rule() -> Response:
     return _edit(
         lambda: policy_edits.add_rule(db.store(), current_user(), form, db.now()),
         "Rule added. It is not in force until you review and apply the changes.",
-        url_for("policy.groups" if form.get("back") == "groups" else "policy.rules"),
+        url_for("policy.groups", group=form.get("group"), _anchor="categories")
+        if form.get("back") == "groups"
+        else url_for("policy.rules"),
     )
 
 
@@ -211,10 +216,7 @@ def changes() -> tuple[str, int]:
     store = db.store()
     raw = request.args.get("page", "1")
     page = int(raw) if raw.isdigit() and 1 <= int(raw) <= 1_000_000 else 1
-    total = int(store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
-    rows = store.db.execute(
-        "SELECT * FROM audit ORDER BY seq DESC LIMIT ? OFFSET ?", (CHANGES_PAGE, (page - 1) * CHANGES_PAGE)
-    ).fetchall()
+    entries, total = policy_edits.change_log(store, CHANGES_PAGE, (page - 1) * CHANGES_PAGE)
     report, error = None, None
     first_raw, last_raw = request.args.get("from"), request.args.get("to")
     if first_raw and last_raw:
@@ -227,7 +229,7 @@ def changes() -> tuple[str, int]:
             error = "Report: give a From date on or before the To date."
     html = _page(
         "policy/changes.html",
-        entries=[audit.Entry.from_row(r) for r in rows],
+        entries=entries,
         page=page,
         pages=max(1, -(-total // CHANGES_PAGE)),
         verification=audit.verify(store),
@@ -237,6 +239,38 @@ def changes() -> tuple[str, int]:
         default_from=(db.now() - timedelta(days=91)).date(),
     )
     return html, 400 if error else 200
+
+
+@bp.get("/changes/report.csv")
+@requires(Permission.VIEW_POLICY)
+def report_csv() -> Response:
+    """The termly report (filters added and removed, with reasons) for a spreadsheet."""
+    store = db.store()
+    try:
+        first = date.fromisoformat(request.args.get("from", ""))
+        last = date.fromisoformat(request.args.get("to", ""))
+    except ValueError:
+        abort(400, description="Report: give From and To dates.")
+    zone = store.zone()
+    titles = {"added": "Filters added", "removed": "Filters removed", "other": "Other changes"}
+    sections = audit.report(store, first, last)
+    rows = [["section", "when", "who", "change", "what", "why"]] + [
+        [
+            titles[key],
+            e.ts.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            e.actor,
+            e.action,
+            e.subject,
+            e.reason,
+        ]
+        for key in titles
+        for e in sections[key]
+    ]
+    return Response(
+        "".join(csvexport.lines(rows)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="filtering-changes-{first}-to-{last}.csv"'},
+    )
 
 
 @bp.get("/review")

@@ -27,7 +27,7 @@ KEYS = (
 
 @dataclass(frozen=True)
 class Settings:
-    url: str  # e.g. https://gateway.school.example (no trailing slash)
+    url: str  # e.g. https://gateway.school.example (no trailing slash); set at first start
     mail_host: str  # empty: no mail server yet (messages wait in the outbox)
     mail_port: int
     mail_security: str  # "starttls", "tls" (implicit TLS, port 465) or "none"
@@ -50,7 +50,7 @@ class Settings:
 
 def load(store: Store) -> Settings:
     return Settings(
-        url=store.setting("webui.url", "https://gateway.invalid"),
+        url=store.setting("webui.url", ""),
         mail_host=store.setting("mail.host", ""),
         mail_port=int(store.setting("mail.port", "587")),
         mail_security=store.setting("mail.security", "starttls"),
@@ -58,6 +58,13 @@ def load(store: Store) -> Settings:
         mail_password=store.setting("mail.password", ""),
         mail_sender=store.setting("mail.sender", ""),
     )
+
+
+def set_default_url(ch: Change, hostname: str) -> None:
+    """At first start: the address staff will most likely use, until the administrator sets one."""
+    if not load(ch.store).url:
+        host = f"[{hostname}]" if ":" in hostname else hostname
+        save(ch, {"url": f"https://{host}"})
 
 
 def save(ch: Change, values: dict[str, Any]) -> Settings:

@@ -12,7 +12,7 @@ from appliance.policy.model import CATEGORIES, group_label
 from webui import db
 from webui.roles import Permission, Role
 from webui.security import user
-from webui.times import local
+from webui.times import last_day, local
 
 # The menu: (endpoint, label, permission), in the order shown.
 MENU = (
@@ -48,6 +48,10 @@ def _localtime(when: datetime | None, with_time: bool = True) -> str:
     return local(when, db.store().zone(), with_time)
 
 
+def _last_day(end: datetime) -> str:
+    return last_day(end, db.store().zone())
+
+
 def _category(name: str | None) -> str:
     if not name:
         return "no category (a school rule or the group's default)"
@@ -63,6 +67,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals.update(school_name=school_name, menu=menu, zone_name=zone_name)
     filters: dict[str, Any] = {
         "localtime": _localtime,
+        "last_day": _last_day,
         "category": _category,
         "group": group_label,
         "role": _role,

@@ -43,6 +43,7 @@ WAITING = (WAITING_IT, WAITING_DSL)
 SEEN_AT = ("dns", "tls", "quic", "http")
 MAX_DAYS = 366  # an unblock is for a period of study, not for ever
 REASON_LIMIT = 2000
+_APPROVED_WITHOUT_NOTE = "approved (no note given)"
 
 PADLOCKED_WORDS = (
     "This site is on a list of illegal content that every UK school must block by law. Nobody in the "
@@ -50,18 +51,19 @@ PADLOCKED_WORDS = (
     "DSL."
 )
 TRUST_LOCKED_WORDS = (
-    "The trust has locked this for {group}{what}. The school cannot unblock it, so it cannot be "
-    "requested here. If you think this is wrong, ask your IT team to raise it with the trust."
+    "The trust has locked this site for {groups}. The school cannot unblock it there, so it cannot be "
+    "requested for {them}. If you think this is wrong, ask your IT team to raise it with the trust."
 )
 
 
 @dataclass(frozen=True)
 class GroupVerdict:
-    """What the policy in force does with the site for one group, in plain words."""
+    """What the policy in force does with the site for one group, in a few plain words."""
 
     group: str
     blocked: bool
     locked: bool
+    padlocked: bool  # on the IWF or CTIRU lists (locked by law, for every group)
     why: str
 
     @property
@@ -77,6 +79,17 @@ class Assessment:
     def verdict(self, group: str) -> GroupVerdict:
         return next(v for v in self.groups if v.group == group)
 
+    def locked_message(self, among: list[str] | None = None) -> str | None:
+        """Why the site cannot be requested for the locked groups (of among, default all), or None."""
+        locked = [v for v in self.groups if v.locked and (among is None or v.group in among)]
+        if not locked:
+            return None
+        if any(v.padlocked for v in locked):
+            return PADLOCKED_WORDS
+        names = [v.group for v in locked]
+        groups = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        return TRUST_LOCKED_WORDS.format(groups=groups, them="it" if len(names) == 1 else "them")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "site": self.site,
@@ -90,31 +103,27 @@ class Assessment:
                 }
                 for v in self.groups
             ],
+            "locked_message": self.locked_message(),
         }
 
 
 def _why(e: Explanation) -> GroupVerdict:
     group = e.group
     if e.action == "allow":
-        return GroupVerdict(group, False, False, f"Not blocked for {group}.")
+        return GroupVerdict(group, False, False, False, "Not blocked.")
     if e.layer == Layer.PADLOCKED:
-        return GroupVerdict(group, True, True, PADLOCKED_WORDS)
+        return GroupVerdict(group, True, True, True, "Locked by law: on a list of illegal content.")
     if e.layer == Layer.TRUST_LOCKED:
-        what = f" (it is in: {', '.join(e.categories)})" if e.categories else ""
-        return GroupVerdict(group, True, True, TRUST_LOCKED_WORDS.format(group=group, what=what))
+        what = f" ({', '.join(e.categories)})" if e.categories else ""
+        return GroupVerdict(group, True, True, False, f"Locked by the trust{what}.")
     exam = f"{group} is in exam mode, so the exams policy applies. " if e.policy_group != group else ""
     if e.layer == Layer.SCHOOL and e.rule:
-        return GroupVerdict(group, True, False, f"{exam}Blocked by a school rule: {e.rule['reason']}")
+        return GroupVerdict(group, True, False, False, f"{exam}Blocked by a school rule: {e.rule['reason']}")
     if e.reason == "DEFAULT":
-        return GroupVerdict(
-            group, True, False, f"{exam}{e.policy_group} can only reach sites the school has allowed."
-        )
-    return GroupVerdict(
-        group,
-        True,
-        False,
-        f"{exam}It is in a category blocked for {e.policy_group}: {', '.join(e.categories)}.",
-    )
+        why = f"{exam}{e.policy_group} can only reach sites the school has allowed."
+    else:
+        why = f"{exam}It is in a category blocked for {e.policy_group}: {', '.join(e.categories)}."
+    return GroupVerdict(group, True, False, False, why)
 
 
 def site_name(value: object) -> str:
@@ -195,6 +204,7 @@ class Request:
     rule_ids: list[int]
     generation: str | None
     apply_error: str | None
+    rules_removed: bool  # someone removed its allow rules before the end date
 
     def ended(self, now: datetime) -> bool:
         return self.status == APPROVED and now >= self.expires
@@ -208,6 +218,8 @@ class Request:
         if self.status == APPROVED:
             if self.ended(now):
                 return "ended", "Ended"
+            if self.rules_removed:
+                return "ended", "Allow removed early (see the change log)"
             if self.generation is None:
                 return "waiting", "Approved, not yet in force"
             return "approved", "Approved and in force"
@@ -253,6 +265,13 @@ def _from_row(store: Store, row: Any) -> Request:
     def user(uid: int | None) -> User | None:
         return accounts.get(store, uid) if uid is not None else None
 
+    rule_ids = json.loads(row["rule_ids"] or "[]")
+    kept = {
+        r["id"]
+        for r in store.db.execute(
+            f"SELECT id FROM rules WHERE id IN ({', '.join('?' * len(rule_ids))})", rule_ids
+        )
+    }
     return Request(
         id=row["id"],
         site=row["site"],
@@ -274,9 +293,10 @@ def _from_row(store: Store, row: Any) -> Request:
         refused_by=user(row["refused_by"]),
         refused_at=parse(row["refused_at"]),
         refused_reason=row["refused_reason"],
-        rule_ids=json.loads(row["rule_ids"] or "[]"),
+        rule_ids=rule_ids,
         generation=row["generation"],
         apply_error=row["apply_error"],
+        rules_removed=len(kept) < len(rule_ids),
     )
 
 
@@ -339,9 +359,9 @@ def create(
     not_blocked = [g for g in chosen if not assessment.verdict(g).blocked]
     if not_blocked:
         raise InputError(f"Groups: {assessment.site} is not blocked for {', '.join(not_blocked)}")
-    locked = [g for g in chosen if assessment.verdict(g).locked]
+    locked = assessment.locked_message(chosen)
     if locked:
-        raise InputError(assessment.verdict(locked[0]).why)
+        raise InputError(locked)
     why = fields.text(reason, "Reason", REASON_LIMIT, multiline=True)
     expires, label = expiry(store, until, until_date, now)
     seen = seen_at if isinstance(seen_at, str) and seen_at in SEEN_AT else None
@@ -411,7 +431,7 @@ def _subject(r: Request) -> str:
 def _facts(r: Request, zone: Any) -> str:
     return (
         f"Site: {r.site}\nGroups: {', '.join(r.groups)}\nUntil: {r.until_label} "
-        f"(the allow ends {local(r.expires, zone)})\nReason: {r.reason}"
+        f"(blocked again from {local(r.expires, zone)})\nReason: {r.reason}"
     )
 
 
@@ -432,7 +452,7 @@ def decide(store: Store, actor: User, request_id: int, approve: bool, note: obje
         required=not approve,
         multiline=True,
     )
-    with audit.change(store, actor.username, text or ("approved" if approve else "refused"), now) as ch:
+    with audit.change(store, actor.username, text or _APPROVED_WITHOUT_NOTE, now) as ch:
         r = _pending(store, request_id)
         if r.status not in WAITING:
             raise InputError(f"Request {r.id} has already been decided ({r.state(now)[1].lower()}).")
@@ -502,7 +522,7 @@ def put_in_force(store: Store, r: Request, actor: User, now: datetime) -> Reques
     except (PolicyError, InputError, OSError) as e:
         store.db.execute("UPDATE unblock_requests SET apply_error = ? WHERE id = ?", (str(e), r.id))
         return _pending(store, r.id)
-    with audit.change(store, actor.username, f"unblock request {r.id} approved", now) as ch:
+    with audit.change(store, actor.username, f"unblock request {r.id} in force", now) as ch:
         ch.db.execute(
             "UPDATE unblock_requests SET generation = ?, apply_error = NULL WHERE id = ?", (gen.id, r.id)
         )
@@ -572,14 +592,14 @@ def _notify_approved(store: Store, ch: Change, r: Request) -> None:
         ch.now,
         [r.requester],
         f"Unblock request {r.id} approved: {r.site}",
-        f"{r.site} is now allowed for {', '.join(r.groups)} until {local(r.expires, zone)}, when it is "
-        f"blocked again.\n\n{_link(store, r.id)}",
+        f"{r.site} is now allowed for {', '.join(r.groups)}. It is blocked again from "
+        f"{local(r.expires, zone)}.\n\n{_link(store, r.id)}",
     )
     mail.enqueue(
         ch.db,
         ch.now,
         [u for u in (r.it_by,) if u is not None],
         f"Unblock request {r.id} approved by the DSL: {r.site}",
-        f"The request you reviewed is approved and in force until {local(r.expires, zone)}.\n\n"
+        f"The request you reviewed is approved and in force; it ends {local(r.expires, zone)}.\n\n"
         f"{_link(store, r.id)}",
     )

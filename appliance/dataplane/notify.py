@@ -6,9 +6,12 @@ means the abstract namespace), so no library is needed. Outside systemd every ca
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
 
 
 class Notifier:
@@ -24,7 +27,12 @@ class Notifier:
         if not self._address:
             return
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(message.encode(), self._address)
+            # A datagram send blocks while the receiver's queue is full; the data plane must not.
+            sock.settimeout(1.0)
+            try:
+                sock.sendto(message.encode(), self._address)
+            except OSError as e:
+                log.warning("sd_notify %s: %s", message, e)
 
     def ready(self) -> None:
         self.notify("READY=1")

@@ -16,10 +16,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from appliance import config as config_module
-from appliance import resolver
+from appliance import dnsfilter, resolver, webfilter
 from appliance.config import Config
 from appliance.dataplane import kernel, queue, ruleset
 from appliance.dataplane.nft import Nft, NftError
@@ -29,12 +30,17 @@ from appliance.dataplane.supervisor import Service, ServiceError, Supervisor
 log = logging.getLogger(__name__)
 
 # Child services in start order; each can be left to its own systemd unit with --skip NAME.
-# The DNS filter and the NFQUEUE consumer join this list when they exist.
-SERVICE_NAMES = ("resolver",)
+SERVICE_NAMES = ("resolver", "dnsfilter", "webfilter")
 
 
-def services(config: Config, skip: set[str]) -> list[Service]:
-    return [s for s in (resolver.service(config),) if s.name not in skip]
+def services(config: Config, config_path: str, skip: set[str]) -> list[Service]:
+    """The resolver first: the DNS filter forwards to it. Then the DNS filter, then the NFQUEUE consumer."""
+    candidates = [
+        resolver.service(config),
+        dnsfilter.service(config, config_path),
+        webfilter.service(config, config_path),
+    ]
+    return [s for s in candidates if s.name not in skip]
 
 
 class DataPlane:
@@ -72,10 +78,10 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def run(config: Config, skip: set[str], notifier: Notifier) -> int:
+def run(config: Config, config_path: str, skip: set[str], notifier: Notifier) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _raise_stop)
-    supervisor = Supervisor(services(config, skip))
+    supervisor = Supervisor(services(config, config_path, skip))
     dataplane: DataPlane | None = None
     status = 0
     try:
@@ -105,14 +111,14 @@ def run(config: Config, skip: set[str], notifier: Notifier) -> int:
     return status
 
 
-def check(config: Config, skip: set[str]) -> str:
+def check(config: Config, config_path: str, skip: set[str]) -> str:
     """What `run` would apply, for --check (needs no privileges and changes nothing)."""
     out = ["groups (id: name, when the fast path is down, internet):"]
     out += [f"  {g.id}: {g.name}, fail {g.fail}, {g.internet}" for g in config.groups]
     out += ["LAN interfaces:"]
     out += [f"  {lan.interface} -> {lan.group} {', '.join(map(str, lan.subnets))}" for lan in config.lans]
     out += ["child services:"]
-    out += [f"  {s.name}: {' '.join(s.argv)}" for s in services(config, skip)]
+    out += [f"  {s.name}: {' '.join(s.argv)}" for s in services(config, config_path, skip)]
     out += [f"nftables table {ruleset.FAMILY} {ruleset.TABLE}, one python-nftables JSON command a line:"]
     out += [json.dumps(command) for command in ruleset.build(config, native_queue=True)]
     out += ["where the kernel lacks nft's queue, chain `queue` is left out and iptables-nft does its work:"]
@@ -142,8 +148,9 @@ def command(args: argparse.Namespace) -> int:
     except config_module.ConfigError as e:
         print(f"invalid configuration, nothing applied:\n{e}", file=sys.stderr)
         return 2
+    config_path = str(Path(args.config).resolve())  # for the children, whatever their working folder
     if args.check:
-        print(check(config, set(args.skip)))
+        print(check(config, config_path, set(args.skip)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run(config, set(args.skip), Notifier())
+    return run(config, config_path, set(args.skip), Notifier())
