@@ -8,9 +8,9 @@ fastpath.dnsfilter's: a batched UDP loop without the GIL in its own thread. This
   subnet, and each group's DNS settings (safe search, ECH stripping, DoH canary, Private Relay);
 - the policy in force (appliance.policy.live): checked every second and on SIGHUP, and swapped in
   whole, the old table kept mapped until the loop has moved to the new one;
-- TCP (low volume): asyncio in the main thread, one upstream TCP connection per forwarded query;
-  the ingress interface of a TCP client comes from IP_PKTOPTIONS / IPV6_2292PKTOPTIONS, which report
-  the interface the connection's packets arrived on;
+- TCP (low volume): a thread per connection, one upstream TCP connection per forwarded query; the
+  ingress interface of a TCP client comes from IP_PKTOPTIONS / IPV6_2292PKTOPTIONS, which report the
+  interface the connection's packets arrived on;
 - block events: a thread drains the engine's ring into SQLite (appliance.events) about once a
   second, with the client's MAC from the neighbour table, and prunes events past their retention.
 """
@@ -18,7 +18,6 @@ fastpath.dnsfilter's: a batched UDP loop without the GIL in its own thread. This
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -52,11 +51,10 @@ GOOGLE_DOMAINS = Path(__file__).parent / "data" / "google_search_domains.txt"
 UPSTREAM_TIMEOUT = 4.0
 REFRESH_INTERVAL = 1.0
 EVENT_FLUSH_INTERVAL = 1.0
-EVENT_BATCH = 4096
+EVENT_RING = 4096  # block events waiting for the writer; beyond that they are counted, not kept
 EVENT_RETENTION = timedelta(days=90)
 PRUNE_INTERVAL = 3600.0
 TCP_IDLE_TIMEOUT = 10.0
-TCP_PIPELINE = 16  # queries of one TCP connection answered concurrently (RFC 7766 pipelining)
 TCP_MAX_CONNECTIONS = 256
 RECEIVE_BUFFER = 4 << 20  # bursts of queries wait in the kernel, not on the floor
 # Linux socket options Python's socket module does not name.
@@ -146,6 +144,7 @@ def new_engine(config: Config, upstream_timeout: float = UPSTREAM_TIMEOUT) -> dn
         actions=[[dns.action(feature, targets) for feature in names] for dns in settings],
         strip_ech=[dns.strip_ech for dns in settings],
         upstream_timeout=upstream_timeout,
+        events=EVENT_RING,
     )
 
 
@@ -276,14 +275,14 @@ class EventWriter(threading.Thread):
             self.flush(store)
 
     def flush(self, store: Store) -> None:
-        while batch := self.engine.drain_events(EVENT_BATCH):
+        while batch := self.engine.drain_events(EVENT_RING):
             rows = [self._event(*raw) for raw in batch]
             try:
                 self.written += events.record(store, rows)
             except sqlite3.Error as e:
                 self.lost += len(rows)
                 log.error("cannot record %d block events: %s", len(rows), e)
-            if len(batch) < EVENT_BATCH:
+            if len(batch) < EVENT_RING:
                 break
         dropped = self.engine.stats()["events_dropped"]
         if dropped > self._dropped_reported:
@@ -350,64 +349,80 @@ def _host(address: str) -> str:
     return address.partition("%")[0]  # a link-local peer comes with its scope
 
 
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    """n bytes, or None if the peer closes first."""
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _recv_message(sock: socket.socket) -> bytes | None:
+    head = _recv_exact(sock, 2)
+    return None if head is None else _recv_exact(sock, struct.unpack("!H", head)[0])
+
+
 class TcpServer:
+    """DNS over TCP: a thread per connection (there are few), queries answered in order."""
+
     def __init__(self, engine: dnsfilter.Engine, upstream: config_module.Endpoint, timeout: float) -> None:
         self.engine = engine
         self.upstream = upstream
         self.timeout = timeout
-        self.connections = 0
+        self.slots = threading.BoundedSemaphore(TCP_MAX_CONNECTIONS)
+        self.done = threading.Event()
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        client = _host(writer.get_extra_info("peername")[0])
-        local = _host(writer.get_extra_info("sockname")[0])
-        ifindex = ingress_ifindex(sock)
-        tasks: set[asyncio.Task[None]] = set()
-        self.connections += 1
+    def accept(self, listener: socket.socket) -> None:
+        """Takes connections until stop()."""
+        listener.settimeout(REFRESH_INTERVAL)
+        while not self.done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as e:
+                log.warning("TCP accept failed: %s", e)
+                continue
+            if not self.slots.acquire(blocking=False):
+                conn.close()  # too many: the client retries, or falls back to UDP
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="dnsfilter-tcp", daemon=True).start()
+
+    def stop(self) -> None:
+        self.done.set()
+
+    def _serve(self, conn: socket.socket) -> None:
         try:
-            if self.connections > TCP_MAX_CONNECTIONS:
-                return
-            while True:
-                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
-                    (length,) = struct.unpack("!H", await reader.readexactly(2))
-                    message = await reader.readexactly(length)
-                if len(tasks) >= TCP_PIPELINE:
-                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(self._answer(message, client, local, ifindex, writer))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            with conn:
+                conn.settimeout(TCP_IDLE_TIMEOUT)
+                client = _host(conn.getpeername()[0])
+                local = _host(conn.getsockname()[0])
+                ifindex = ingress_ifindex(conn)
+                while (message := _recv_message(conn)) is not None:
+                    result = self.engine.query(message, client, local, ifindex)
+                    if isinstance(result, dnsfilter.Forward):
+                        result = self._forward(result)
+                    if result is not None:
+                        conn.sendall(struct.pack("!H", len(result)) + result)
+        except OSError:  # idle timeout, reset: the connection is done
             pass
         finally:
-            if tasks:
-                await asyncio.wait(tasks)
-            self.connections -= 1
-            writer.close()
+            self.slots.release()
 
-    async def _answer(
-        self, message: bytes, client: str, local: str, ifindex: int, writer: asyncio.StreamWriter
-    ) -> None:
-        result = self.engine.query(message, client, local, ifindex)
-        if isinstance(result, dnsfilter.Forward):
-            result = await self._forward(result)
-        if result is not None and not writer.is_closing():
-            writer.write(struct.pack("!H", len(result)) + result)
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-
-    async def _forward(self, forward: dnsfilter.Forward) -> bytes | None:
+    def _forward(self, forward: dnsfilter.Forward) -> bytes | None:
+        deadline = time.monotonic() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(str(self.upstream.address), self.upstream.port)
-                try:
-                    writer.write(struct.pack("!H", len(forward.message)) + forward.message)
-                    (length,) = struct.unpack("!H", await reader.readexactly(2))
-                    answer = await reader.readexactly(length)
-                finally:
-                    writer.close()
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            return self.engine.servfail(forward)
-        reply = self.engine.answer(forward, answer)
+            address = (str(self.upstream.address), self.upstream.port)
+            with socket.create_connection(address, timeout=self.timeout) as upstream:
+                upstream.sendall(struct.pack("!H", len(forward.message)) + forward.message)
+                upstream.settimeout(max(0.001, deadline - time.monotonic()))
+                answer = _recv_message(upstream)
+        except OSError:
+            answer = None
+        reply = self.engine.answer(forward, answer) if answer is not None else None
         return reply if reply is not None else self.engine.servfail(forward)
 
 
@@ -436,7 +451,6 @@ def _tcp_socket(family: socket.AddressFamily, port: int) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         sock.bind(("0.0.0.0", port))
     sock.listen(128)
-    sock.setblocking(False)
     return sock
 
 
@@ -462,6 +476,7 @@ class DnsFilter:
         self.follower.refresh()
         self.writer = EventWriter(self.engine, self.follower, retention)
         self.tcp_server = TcpServer(self.engine, upstream, upstream_timeout)
+        self.wake = threading.Event()  # the main loop's: refresh now (SIGHUP), or stop
         self.failed = False
 
     @staticmethod
@@ -485,39 +500,42 @@ class DnsFilter:
         except OSError as e:
             log.error("UDP loop failed: %s", e)
             self.failed = True
+        finally:
+            self.wake.set()
 
     def serve(self) -> int:
         """Serves until SIGTERM or SIGINT; SIGHUP re-reads the policy at once."""
-        try:
-            asyncio.run(self._main())
-        finally:
-            self.close()
-        log.info("stopped: %s, %d block events recorded", self.engine.stats(), self.writer.written)
-        return 1 if self.failed else 0
+        stop = threading.Event()
 
-    async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.follower.refresh)
-        servers = [await asyncio.start_server(self.tcp_server.handle, sock=s) for s in self.tcp]
+        def on_stop(signum: int, frame: object) -> None:
+            stop.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.wake.set())
         udp = threading.Thread(target=self._serve_udp, name="dnsfilter-udp")
-        udp.start()
+        accept = [threading.Thread(target=self.tcp_server.accept, args=(s,)) for s in self.tcp]
+        threads = [udp, *accept]
+        for thread in threads:
+            thread.start()
         self.writer.start()
         log.info("serving DNS on port %d for %d groups", self.config.dns.listen_port, len(self.config.groups))
         try:
             while not stop.is_set() and udp.is_alive():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), REFRESH_INTERVAL)
+                self.wake.wait(REFRESH_INTERVAL)
+                self.wake.clear()
                 self.follower.refresh()
         finally:
-            for server in servers:
-                server.close()
+            self.tcp_server.stop()
             self.engine.stop()
-            await asyncio.to_thread(udp.join)
+            for thread in threads:
+                thread.join()
             self.writer.stop()
-            await asyncio.to_thread(self.writer.join)
+            self.writer.join()
+            self.close()
+        log.info("stopped: %s, %d block events recorded", self.engine.stats(), self.writer.written)
+        return 1 if self.failed else 0
 
 
 # --- supervisor and CLI --------------------------------------------------------------------------

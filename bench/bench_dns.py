@@ -71,6 +71,17 @@ while True:
         time.sleep(0.005)
 print(time.monotonic())
 """
+# Asks each name once and prints what came back: "block" (NXDOMAIN, or the filter's block-page
+# address), an address, or the rcode.
+CHECK = """
+import sys, dns.message, dns.query, dns.rcode
+for name in sys.argv[1:]:
+    reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", timeout=2)
+    addresses = [rd.address for rrset in reply.answer for rd in rrset if rrset.rdtype == 1]
+    block = reply.rcode() == dns.rcode.NXDOMAIN or addresses == ["192.0.2.1"]
+    print("block" if block else addresses[0] if addresses else dns.rcode.to_text(reply.rcode()))
+"""
+SAMPLE = 25
 
 
 def sh(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -91,7 +102,9 @@ def prepare(work: Path, n: int) -> list[str]:
     t0 = time.monotonic()
     names = synthetic_domains(n, seed=SEED)
     (work / "blocked.txt").write_text("\n".join(names) + "\n")
-    (work / "unbound-blocklist.conf").write_text("".join(f'local-zone: "{d}." always_nxdomain\n' for d in names))
+    (work / "unbound-blocklist.conf").write_text(
+        "".join(f'local-zone: "{d}." always_nxdomain\n' for d in names)
+    )
     (work / "dnsmasq-blocklist.conf").write_text("".join(f"address=/{d}/\n" for d in names))
     rng = random.Random(SEED + 1)
     # Half listed names as they are, half hosts under them: each server must match suffixes.
@@ -235,7 +248,9 @@ def wait_port(ns: Namespace, port: int) -> None:
 
 
 def dnsperf(ns: Namespace, queries: Path, seconds: float) -> tuple[float, int, int]:
-    out = sh(*ns.argv("dnsperf", "-s", "127.0.0.1", "-d", str(queries), "-c", str(CLIENTS), "-l", str(seconds)))
+    out = sh(
+        *ns.argv("dnsperf", "-s", "127.0.0.1", "-d", str(queries), "-c", str(CLIENTS), "-l", str(seconds))
+    )
     text = out.stdout
     completed = int(re.search(r"Queries completed:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
     lost = int(re.search(r"Queries lost:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
@@ -251,11 +266,19 @@ def measure(
     try:
         helper = None
         if with_resolver:
-            helper = ns.start("unbound", "-d", "-c", str(unbound_conf(work, RESOLVER_PORT, False)), log=work / "resolver.log")
+            helper = ns.start(
+                "unbound",
+                "-d",
+                "-c",
+                str(unbound_conf(work, RESOLVER_PORT, False)),
+                log=work / "resolver.log",
+            )
             wait_port(ns, RESOLVER_PORT)
         started = time.monotonic()
         server = ns.start(*argv, log=work / f"{name}.log")
-        probe = subprocess.run(ns.argv(sys.executable, "-c", PROBE, probe_name), capture_output=True, text=True, timeout=600)
+        probe = subprocess.run(
+            ns.argv(sys.executable, "-c", PROBE, probe_name), capture_output=True, text=True, timeout=600
+        )
         if server.poll() is not None:
             raise SystemExit(f"{name} exited: {(work / f'{name}.log').read_text()[-2000:]}")
         result.load_s = float(probe.stdout) - started
@@ -267,13 +290,29 @@ def measure(
             after = cpu_ticks(server.pid), cpu_ticks(helper.pid) if helper else 0
             per = 1e6 / TICK / max(completed, 1)
             result.runs[kind] = Run(
-                qps, completed, lost, (after[0] - before[0]) * per, (after[1] - before[1]) * per if helper else None
+                qps,
+                completed,
+                lost,
+                (after[0] - before[0]) * per,
+                (after[1] - before[1]) * per if helper else None,
             )
         result.rss = rss(server.pid)
+        check_answers(ns, work, name)
         result.helper_rss = rss(helper.pid) if helper else None
     finally:
         ns.close()
     return result
+
+
+def check_answers(ns: Namespace, work: Path, name: str) -> None:
+    """The qps mean nothing unless the answers are right: a sample of each query file, asked once."""
+    blocked = (work / "blocked.queries").read_text().split()[0 : 2 * SAMPLE : 2]
+    allowed = (work / "allowed.queries").read_text().split()[0 : 2 * SAMPLE : 2]
+    out = sh(*ns.argv(sys.executable, "-c", CHECK, *blocked, *allowed)).stdout.split()
+    wrong = [(q, a) for q, a in zip(blocked, out[:SAMPLE], strict=True) if a != "block"]
+    wrong += [(q, a) for q, a in zip(allowed, out[SAMPLE:], strict=True) if not a.startswith("198.51.100.")]
+    if wrong:
+        raise SystemExit(f"{name} answered wrongly: {wrong[:5]}")
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -281,13 +320,20 @@ def measure(
 
 def report(results: list[Result]) -> None:
     print()
-    print(f"{'server':<26}{'load':>8}{'RSS':>10}   {'blocked qps, CPU/query':<28}{'allowed qps, CPU/query':<28}")
+    print(
+        f"{'server':<26}{'load':>8}{'RSS':>10}   {'blocked qps, CPU/query':<28}{'allowed qps, CPU/query':<28}"
+    )
     for r in results:
-        cells = [f"{r.runs[k].qps / 1000:6.1f}k, {r.runs[k].cpu_us:5.1f} µs (lost {r.runs[k].lost})" for k in ("blocked", "allowed")]
+        cells = [
+            f"{r.runs[k].qps / 1000:6.1f}k, {r.runs[k].cpu_us:5.1f} µs (lost {r.runs[k].lost})"
+            for k in ("blocked", "allowed")
+        ]
         print(f"{r.name:<26}{r.load_s:>7.2f}s{r.rss / MiB:>7.0f} MiB   {cells[0]:<28}{cells[1]:<28}")
         if r.helper_rss is not None:
             helper = [f"{'':>8}  +{r.runs[k].helper_cpu_us:5.1f} µs" for k in ("blocked", "allowed")]
-            print(f"{'  + its resolver':<26}{'':>8}{r.helper_rss / MiB:>7.0f} MiB   {helper[0]:<28}{helper[1]:<28}")
+            print(
+                f"{'  + its resolver':<26}{'':>8}{r.helper_rss / MiB:>7.0f} MiB   {helper[0]:<28}{helper[1]:<28}"
+            )
     by = {r.name: r for r in results}
     ours, unbound, dnsmasq = by["dnsfilter"], by["unbound"], by["dnsmasq"]
     print()
@@ -297,12 +343,18 @@ def report(results: list[Result]) -> None:
             f"{ours.runs[kind].qps / dnsmasq.runs[kind].qps:.2f} x dnsmasq's; CPU per query "
             f"{ours.runs[kind].cpu_us / unbound.runs[kind].cpu_us:.2f} x unbound's"
         )
-    print(f"memory: dnsfilter RSS = {ours.rss / dnsmasq.rss:.2f} x dnsmasq's, {ours.rss / unbound.rss:.2f} x unbound's")
-    print(f"start to first answer: dnsfilter {ours.load_s:.2f} s, unbound {unbound.load_s:.2f} s, dnsmasq {dnsmasq.load_s:.2f} s")
+    print(
+        f"memory: dnsfilter RSS = {ours.rss / dnsmasq.rss:.2f} x dnsmasq's, {ours.rss / unbound.rss:.2f} x unbound's"
+    )
+    print(
+        f"start to first answer: dnsfilter {ours.load_s:.2f} s, unbound {unbound.load_s:.2f} s, dnsmasq {dnsmasq.load_s:.2f} s"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--domains", type=int, default=1_000_000, help="blocked domains (default 1M)")
     parser.add_argument("--seconds", type=float, default=3, help="dnsperf -l per run (BENCHMARKS.md: 8)")
     parser.add_argument("--work", type=Path, help="where inputs are kept between runs")

@@ -66,7 +66,8 @@ class DataPlane:
 
     def remove(self) -> None:
         self.sysctls.restore()  # first: no forwarding once the filtering is gone
-        queue.remove_fallback(self.nft)
+        if not self.native_queue:
+            queue.remove_fallback(self.nft)
         self.nft.delete_table(ruleset.FAMILY, ruleset.TABLE)
 
 
