@@ -52,6 +52,7 @@ UPSTREAM_TIMEOUT = 4.0
 REFRESH_INTERVAL = 1.0
 EVENT_FLUSH_INTERVAL = 1.0
 EVENT_RING = 4096  # block events waiting for the writer; beyond that they are counted, not kept
+EVENT_CHUNK = 1024  # block events per transaction
 EVENT_RETENTION = timedelta(days=90)
 PRUNE_INTERVAL = 3600.0
 TCP_IDLE_TIMEOUT = 10.0
@@ -275,14 +276,19 @@ class EventWriter(threading.Thread):
             self.flush(store)
 
     def flush(self, store: Store) -> None:
-        while batch := self.engine.drain_events(EVENT_RING):
+        # At most a ring's worth a flush: under a flood the writer's work stays bounded, and the ring
+        # (not the writer) decides what is dropped.
+        for _ in range(EVENT_RING // EVENT_CHUNK):
+            batch = self.engine.drain_events(EVENT_CHUNK)
+            if not batch:
+                break
             rows = [self._event(*raw) for raw in batch]
             try:
                 self.written += events.record(store, rows)
             except sqlite3.Error as e:
                 self.lost += len(rows)
                 log.error("cannot record %d block events: %s", len(rows), e)
-            if len(batch) < EVENT_RING:
+            if len(batch) < EVENT_CHUNK:
                 break
         dropped = self.engine.stats()["events_dropped"]
         if dropped > self._dropped_reported:

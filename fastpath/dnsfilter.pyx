@@ -145,7 +145,7 @@ cdef extern from *:
 
 cdef enum:
     BATCH = 64              # datagrams per recvmmsg / sendmmsg
-    QUERY_BUF = 4096        # a client datagram: a longer one arrives truncated and is dropped
+    QUERY_BUF = 2048        # a client datagram (longer ones are dropped), or the reply to one (<= 1232)
     ANSWER_BUF = 65536      # an upstream datagram
     CONTROL_WORDS = 8       # room for one IP_PKTINFO or IPV6_PKTINFO, in 8-byte words (cmsg alignment)
     CONTROL = CONTROL_WORDS * 8
@@ -154,7 +154,7 @@ cdef enum:
     FLAG_CD = 0x0010
     TYPE_ANY = 255
     IDS = 65536
-    CACHE_SLOTS = 4096      # direct-mapped: a new answer takes its slot from the old
+    CACHE_SLOTS = 4096      # in pairs: a key goes in either slot of its pair
     CACHE_MSG = 512         # larger answers are not cached
     CACHE_MAX_TTL = 300     # seconds, whatever the records say
 
@@ -478,12 +478,32 @@ cdef int cache_key(const Rules* r, const Pending* p, uint8_t* key, uint64_t* h) 
     return n + 5
 
 
+cdef inline bint holds(const CacheEntry* e, const uint8_t* key, int key_len, uint64_t h) noexcept nogil:
+    return e.stored and e.hash == h and e.key_len == key_len and memcmp(e.key, key, key_len) == 0
+
+
 cdef CacheEntry* cache_find(CacheEntry* cache, const uint8_t* key, int key_len, uint64_t h,
                             int64_t now) noexcept nogil:
-    cdef CacheEntry* e = &cache[h & (CACHE_SLOTS - 1)]
-    if e.stored and e.expires > now and e.hash == h and e.key_len == key_len and memcmp(e.key, key, key_len) == 0:
-        return e
+    """A key lives in one of two neighbouring slots."""
+    cdef CacheEntry* a = &cache[h & (CACHE_SLOTS - 1)]
+    cdef CacheEntry* b = &cache[(h & (CACHE_SLOTS - 1)) ^ 1]
+    if holds(a, key, key_len, h) and a.expires > now:
+        return a
+    if holds(b, key, key_len, h) and b.expires > now:
+        return b
     return NULL
+
+
+cdef CacheEntry* cache_slot(CacheEntry* cache, const uint8_t* key, int key_len, uint64_t h,
+                            int64_t now) noexcept nogil:
+    """Where to keep an answer for key: its old slot, else a free or expired one, else the older."""
+    cdef CacheEntry* a = &cache[h & (CACHE_SLOTS - 1)]
+    cdef CacheEntry* b = &cache[(h & (CACHE_SLOTS - 1)) ^ 1]
+    if holds(a, key, key_len, h) or a.expires <= now:
+        return a
+    if holds(b, key, key_len, h) or b.expires <= now:
+        return b
+    return a if a.stored <= b.stored else b
 
 
 cdef void cache_store(const Rules* r, CacheEntry* cache, const Pending* p, const uint8_t* msg, size_t n,
@@ -498,7 +518,7 @@ cdef void cache_store(const Rules* r, CacheEntry* cache, const Pending* p, const
     if n > CACHE_MSG or msg[2] & 0x02 or (msg[3] & 0x0F != 0 and msg[3] & 0x0F != RCODE_NXDOMAIN):
         return
     key_len = cache_key(r, p, key, &h)
-    e = &cache[h & (CACHE_SLOTS - 1)]
+    e = cache_slot(cache, key, key_len, h, now)
     memcpy(e.msg, msg, n)
     if not age_records(e.msg, n, 0, &ttl) or ttl == 0 or ttl == NO_RECORDS:
         e.stored = 0

@@ -9,7 +9,7 @@ dev=0
 export DEBIAN_FRONTEND=noninteractive
 runtime_pkgs=(python3 python3-venv python3-dev python3-nftables build-essential libssl-dev
   nftables iptables iproute2 conntrack unbound dnsutils curl openssl ca-certificates ethtool
-  weasyprint python3-numpy)
+  weasyprint python3-numpy dns-root-data)
 dev_pkgs=(tshark tcpdump gnutls-bin chromium chromium-driver firefox-esr dnsperf dnsmasq
   libnetfilter-queue-dev tcpreplay systemd valgrind poppler-utils)
 pkgs=("${runtime_pkgs[@]}")
@@ -35,4 +35,6 @@ if [ "$dev" = 1 ]; then
 else
   .venv/bin/pip install -q -e .
 fi
-echo "installed: $(.venv/bin/appliance --version)"
+# The systemd units (systemd/) run the appliance from here.
+ln -sf "$PWD/.venv/bin/appliance" /usr/local/bin/appliance
+echo "installed: $(appliance --version)"

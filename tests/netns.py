@@ -24,6 +24,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+from appliance.lab import netns as plumbing
+
 _counter = itertools.count()
 
 
@@ -33,11 +35,10 @@ class Netns:
     def __init__(self, name: str) -> None:
         self.name = name
         self._procs: list[subprocess.Popen[str]] = []
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        self.ip("link", "set", "lo", "up")
+        plumbing.add(name)
 
     def exec_argv(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
+        return plumbing.in_ns(self.name, list(argv))
 
     def run(
         self, *argv: str, check: bool = True, timeout: float = 30, input: str | None = None
@@ -65,10 +66,9 @@ class Netns:
         self.run("ip", *args)
 
     def addr(self, ifname: str, *cidrs: str) -> None:
-        """Adds addresses and brings the link up; IPv6 skips duplicate detection so it is usable at once."""
+        """Adds addresses and brings the link up (IPv6 usable at once, without duplicate detection)."""
         for cidr in cidrs:
-            extra = ["nodad"] if ipaddress.ip_interface(cidr).version == 6 else []
-            self.ip("addr", "add", cidr, "dev", ifname, *extra)
+            plumbing.add_address(self.name, ifname, cidr)
         self.ip("link", "set", ifname, "up")
 
     def route_default(self, *gateways: str) -> None:
@@ -77,7 +77,7 @@ class Netns:
             self.ip(family, "route", "add", "default", "via", gateway)
 
     def sysctl(self, key: str, value: str) -> None:
-        self.run("sysctl", "-q", "-w", f"{key}={value}")
+        plumbing.sysctl(self.name, key, value)
 
     def wait_for_port(self, port: int, proto: str = "tcp", timeout: float = 10) -> None:
         """Waits until something in this namespace listens on the port (ss reads the namespace's sockets)."""
@@ -107,11 +107,11 @@ class Netns:
     def destroy(self) -> None:
         self.stop_processes()
         # Processes started other ways (e.g. daemons that forked) would keep the namespace alive.
-        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
-        for pid in pids.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "delete", self.name], check=False)
+        if plumbing.exists(self.name):
+            for pid in plumbing.pids(self.name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        plumbing.delete(self.name)
 
 
 class NetnsLab:
@@ -127,10 +127,8 @@ class NetnsLab:
         return ns
 
     def link(self, a: Netns, a_ifname: str, b: Netns, b_ifname: str) -> None:
-        """A veth pair from a to b, made inside a so that no name ever exists in the host namespace."""
-        a.ip("link", "add", a_ifname, "type", "veth", "peer", "name", b_ifname, "netns", b.name)
-        a.ip("link", "set", a_ifname, "up")
-        b.ip("link", "set", b_ifname, "up")
+        """A veth pair from a to b, each end made in its namespace (no name ever exists in the host's)."""
+        plumbing.link(a.name, a_ifname, b.name, b_ifname)
 
     def destroy(self) -> None:
         for ns in reversed(self.namespaces):
