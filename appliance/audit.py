@@ -21,13 +21,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from appliance.store import Store, add_state_dir_argument, command, write_atomic
+from appliance.store import Store, add_state_dir_argument, command, iso, write_atomic
 
 GENESIS = "0" * 64
 HEAD_FILE = "audit.head"
 # Changes that add or remove a filter, for the DSL's termly report.
 FILTER_ADDED = {"rule.add", "list.add"}
 FILTER_REMOVED = {"rule.remove", "rule.expire", "list.remove"}
+REPORT_SECTIONS = {"added": "Filters added", "removed": "Filters removed", "other": "Other changes"}
 
 
 def default_actor() -> str:
@@ -93,7 +94,7 @@ class Change:
     def log(self, action: str, subject: str, before: Any = None, after: Any = None) -> None:
         row = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (row["seq"] + 1, row["hash"]) if row else (1, GENESIS)
-        ts = self.now.astimezone(UTC).isoformat(timespec="microseconds")
+        ts = iso(self.now)
         b, a = _canonical(before), _canonical(after)
         digest = _entry_hash(seq, ts, self.actor, action, subject, self.reason, b, a, prev)
         self.db.execute(
@@ -182,10 +183,17 @@ def verify(store: Store) -> Verification:
 
 def entries(store: Store, start: datetime | None = None, end: datetime | None = None) -> Iterator[Entry]:
     """Entries from start (inclusive) to end (exclusive), oldest first."""
-    lo = (start or datetime.min.replace(tzinfo=UTC)).astimezone(UTC).isoformat(timespec="microseconds")
-    hi = (end or datetime.max.replace(tzinfo=UTC)).astimezone(UTC).isoformat(timespec="microseconds")
+    lo = iso(start or datetime.min.replace(tzinfo=UTC))
+    hi = iso(end or datetime.max.replace(tzinfo=UTC))
     for row in store.db.execute("SELECT * FROM audit WHERE ts >= ? AND ts < ? ORDER BY seq", (lo, hi)):
         yield Entry.from_row(row)
+
+
+def page(store: Store, limit: int, offset: int = 0) -> tuple[list[Entry], int]:
+    """A page of the trail, newest first, and how many entries it holds in all."""
+    total = int(store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+    rows = store.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset))
+    return [Entry.from_row(r) for r in rows], total
 
 
 def report(store: Store, first: date, last: date) -> dict[str, list[Entry]]:
@@ -194,11 +202,26 @@ def report(store: Store, first: date, last: date) -> dict[str, list[Entry]]:
     tz = store.zone()
     start = datetime.combine(first, time(), tz)
     end = datetime.combine(last + timedelta(days=1), time(), tz)
-    out: dict[str, list[Entry]] = {"added": [], "removed": [], "other": []}
+    out: dict[str, list[Entry]] = {key: [] for key in REPORT_SECTIONS}
     for e in entries(store, start, end):
         key = "added" if e.action in FILTER_ADDED else "removed" if e.action in FILTER_REMOVED else "other"
         out[key].append(e)
     return out
+
+
+def _when(store_tz: ZoneInfo, ts: datetime) -> str:
+    return ts.astimezone(store_tz).strftime("%Y-%m-%d %H:%M")
+
+
+def report_rows(store: Store, first: date, last: date) -> list[list[str]]:
+    """The termly report as a table (a header, then an entry a row, times local) for a spreadsheet."""
+    sections = report(store, first, last)
+    tz = store.zone()
+    return [["section", "when", "who", "change", "what", "why"]] + [
+        [title, _when(tz, e.ts), e.actor, e.action, e.subject, e.reason]
+        for key, title in REPORT_SECTIONS.items()
+        for e in sections[key]
+    ]
 
 
 # --- CLI -------------------------------------------------------------------------------------------
@@ -241,26 +264,17 @@ def _cmd_verify(args: argparse.Namespace, store: Store) -> int:
     return 1
 
 
-def _when(store_tz: ZoneInfo, ts: datetime) -> str:
-    return ts.astimezone(store_tz).strftime("%Y-%m-%d %H:%M")
-
-
 def _cmd_report(args: argparse.Namespace, store: Store) -> int:
     if args.last < args.first:
         raise ValueError("--to is before --from")
+    if args.format == "csv":
+        csv.writer(sys.stdout).writerows(report_rows(store, args.first, args.last))
+        return 0
     tz = store.zone()
     sections = report(store, args.first, args.last)
     head = verify(store)
-    titles = {"added": "Filters added", "removed": "Filters removed", "other": "Other changes"}
-    if args.format == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(["section", "when", "who", "change", "what", "why"])
-        for key, title in titles.items():
-            for e in sections[key]:
-                w.writerow([title, _when(tz, e.ts), e.actor, e.action, e.subject, e.reason])
-        return 0
     print(f"Filtering changes {args.first} to {args.last} ({tz.key})")
-    for key, title in titles.items():
+    for key, title in REPORT_SECTIONS.items():
         print(f"\n{title} ({len(sections[key])})")
         for e in sections[key]:
             print(f"  {_when(tz, e.ts)}  {e.actor}: {e.subject}\n      why: {e.reason}")
@@ -271,7 +285,7 @@ def _cmd_report(args: argparse.Namespace, store: Store) -> int:
 
 def _cmd_log(args: argparse.Namespace, store: Store) -> int:
     tz = store.zone()
-    rows = store.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (args.last,)).fetchall()
-    for e in map(Entry.from_row, reversed(rows)):
+    latest, _ = page(store, args.last)
+    for e in reversed(latest):
         print(f"{e.seq:6d}  {_when(tz, e.ts)}  {e.actor}  {e.action}: {e.subject}  (why: {e.reason})")
     return 0

@@ -187,15 +187,53 @@ def last_id(store: Store) -> int:
     return int(store.db.execute("SELECT COALESCE(MAX(id), 0) FROM block_events").fetchone()[0])
 
 
-def between(store: Store, after_id: int, upto_id: int, categories: Iterable[str]) -> list[BlockEvent]:
-    """Events with after_id < id <= upto_id in these categories, oldest first."""
+@dataclass(frozen=True)
+class Window:
+    """Blocked attempts that are not pupils' (a compliance run's probes): those from these addresses
+    from start to end inclusive. Statistics and alerts leave them out."""
+
+    start: datetime
+    end: datetime
+    addresses: tuple[str, ...]
+
+
+def _outside(windows: Iterable[Window]) -> tuple[str, list[Any]]:
+    """A condition, with its arguments, that holds for events in none of the windows."""
+    clauses, args = ["1"], []
+    for w in windows:
+        marks = ", ".join("?" * len(w.addresses))
+        clauses.append(f"NOT (ts >= ? AND ts <= ? AND client_ip IN ({marks}))")
+        args += [_iso(w.start), _iso(w.end), *w.addresses]
+    return " AND ".join(clauses), args
+
+
+def between(
+    store: Store, after_id: int, upto_id: int, categories: Iterable[str], outside: Iterable[Window] = ()
+) -> list[BlockEvent]:
+    """Events with after_id < id <= upto_id in these categories and in none of the windows, oldest
+    first."""
     wanted = list(categories)
     marks = ", ".join("?" * len(wanted))
+    skip, skip_args = _outside(outside)
     rows = store.db.execute(
-        f"SELECT * FROM block_events WHERE id > ? AND id <= ? AND category IN ({marks}) ORDER BY id",
-        (after_id, upto_id, *wanted),
+        f"SELECT * FROM block_events WHERE id > ? AND id <= ? AND category IN ({marks}) AND {skip}"
+        " ORDER BY id",
+        (after_id, upto_id, *wanted, *skip_args),
     )
     return [BlockEvent.from_row(r) for r in rows]
+
+
+def by_group_and_category(
+    store: Store, start: datetime, end: datetime, outside: Iterable[Window] = ()
+) -> list[tuple[str, str, int]]:
+    """(group, category, attempts) in [start, end), leaving out the windows; a NULL category is ""."""
+    skip, skip_args = _outside(outside)
+    rows = store.db.execute(
+        "SELECT grp, COALESCE(category, '') AS category, COUNT(*) AS n FROM block_events"
+        f" WHERE ts >= ? AND ts < ? AND {skip} GROUP BY grp, category ORDER BY grp, category",
+        (_iso(start), _iso(end), *skip_args),
+    )
+    return [(r["grp"], r["category"], r["n"]) for r in rows]
 
 
 def latest(store: Store) -> BlockEvent | None:

@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -89,6 +90,118 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- The web UI (webui/): accounts, sessions, unblock requests, safeguarding alerts, e-mail to send.
+CREATE TABLE IF NOT EXISTS web_users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    display_name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    must_change_password INTEGER NOT NULL DEFAULT 0,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    last_login TEXT
+);
+CREATE TABLE IF NOT EXISTS web_sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES web_users(id),
+    csrf TEXT NOT NULL,
+    created TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS web_api_tokens (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES web_users(id),
+    label TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL,
+    last_used TEXT
+);
+CREATE TABLE IF NOT EXISTS web_login_failures (
+    key TEXT NOT NULL,
+    ts TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS web_login_failures_key ON web_login_failures (key, ts);
+CREATE TABLE IF NOT EXISTS unblock_requests (
+    id INTEGER PRIMARY KEY,
+    site TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    until_label TEXT NOT NULL,
+    seen_at TEXT,
+    blocked_why TEXT NOT NULL,
+    requester INTEGER NOT NULL REFERENCES web_users(id),
+    created TEXT NOT NULL,
+    status TEXT NOT NULL,
+    it_by INTEGER REFERENCES web_users(id),
+    it_at TEXT,
+    it_note TEXT,
+    dsl_by INTEGER REFERENCES web_users(id),
+    dsl_at TEXT,
+    dsl_note TEXT,
+    refused_by INTEGER REFERENCES web_users(id),
+    refused_at TEXT,
+    refused_reason TEXT,
+    rule_ids TEXT,
+    generation TEXT,
+    apply_error TEXT
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    first_event INTEGER NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    client_ip TEXT NOT NULL,
+    mac TEXT,
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    category TEXT NOT NULL,
+    notified INTEGER NOT NULL DEFAULT 0,
+    ack_by INTEGER REFERENCES web_users(id),
+    ack_at TEXT,
+    ack_note TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts (ack_at, client_ip, name, category);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    created TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sent TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+-- Compliance reports (appliance/compliance/reports.py): kept as made, actions appended beside them.
+CREATE TABLE IF NOT EXISTS compliance_reports (
+    id INTEGER PRIMARY KEY,
+    created TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    generation TEXT,
+    failures INTEGER NOT NULL,
+    document TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    mailed TEXT,
+    mail_error TEXT
+);
+CREATE TRIGGER IF NOT EXISTS compliance_reports_immutable
+BEFORE UPDATE OF created, trigger, generation, failures, document, sha256 ON compliance_reports
+BEGIN SELECT RAISE(ABORT, 'a compliance report is never changed'); END;
+CREATE TRIGGER IF NOT EXISTS compliance_reports_kept BEFORE DELETE ON compliance_reports
+BEGIN SELECT RAISE(ABORT, 'compliance reports are kept'); END;
+CREATE TABLE IF NOT EXISTS compliance_actions (
+    id INTEGER PRIMARY KEY,
+    report INTEGER NOT NULL REFERENCES compliance_reports(id),
+    finding INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS compliance_actions_kept BEFORE UPDATE ON compliance_actions
+BEGIN SELECT RAISE(ABORT, 'actions are appended, never changed'); END;
 """
 
 
@@ -161,6 +274,12 @@ class Store:
     def zone(self) -> ZoneInfo:
         """The appliance's time zone: schedules, term dates and reports are in its local time."""
         return ZoneInfo(self.setting("timezone", DEFAULT_ZONE))
+
+
+def iso(when: datetime) -> str:
+    """A moment as the database keeps it: UTC ISO 8601 to the microsecond, so that text order is
+    time order."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def fsync_dir(path: Path) -> None:

@@ -100,8 +100,11 @@ class WebFilter:
 
     def refresh_policy(self) -> None:
         """Installs the policy in force if it changed (a new generation, exam mode, a schedule edge)."""
+        previous = self.live.snapshot
         if not self.live.refresh():
             return
+        # Events so far were decided under the previous policy, whose bits may mean other categories.
+        self.record_events(previous)
         snapshot = self.live.snapshot
         assert snapshot is not None  # refresh() reports a change only once there is one
         for consumer in self.consumers:
@@ -126,9 +129,9 @@ class WebFilter:
         queues = ", ".join(str(c.queue) for c in self.consumers)
         log.info("serving NFQUEUE %s, %d packets per flow", queues, self.config.fastpath.packets_per_flow)
 
-    def record_events(self) -> int:
+    def record_events(self, snapshot: Snapshot | None) -> int:
+        """Writes the queue threads' block events, naming categories by the snapshot's bits."""
         batch = []
-        snapshot = self.live.snapshot
         for consumer in self.consumers:
             for when, client, server, mac, group_id, name, layer, rule, bits in consumer.drain_events():
                 batch.append(
@@ -160,7 +163,7 @@ class WebFilter:
                 self.refresh_now.clear()
                 self.refresh_policy()
                 next_policy = time.monotonic() + POLICY_EVERY
-            self.record_events()
+            self.record_events(self.live.snapshot)
             if not self.healthy():
                 log.error("a queue thread died or is stuck; exiting so that it is restarted")
                 return 1
@@ -173,7 +176,7 @@ class WebFilter:
             consumer.stop()
         for thread in self.threads:
             thread.join(timeout=2.0)
-        self.record_events()
+        self.record_events(self.live.snapshot)
         running = {t.name for t in self.threads if t.is_alive()}
         for consumer in self.consumers:
             # A thread still inside its loop keeps its buffers; the process is exiting anyway.

@@ -319,36 +319,31 @@ def check_answers(ns: Namespace, work: Path, name: str) -> None:
 
 
 def report(results: list[Result]) -> None:
-    print()
-    print(
-        f"{'server':<26}{'load':>8}{'RSS':>10}   {'blocked qps, CPU/query':<28}{'allowed qps, CPU/query':<28}"
-    )
+    kinds = ("blocked", "allowed")
+    heads = [f"{k}: qps, CPU/query" for k in kinds]
+    print(f"\n{'server':<16}{'load':>8}{'RSS':>10}   {heads[0]:<32}{heads[1]:<32}")
     for r in results:
         cells = [
-            f"{r.runs[k].qps / 1000:6.1f}k, {r.runs[k].cpu_us:5.1f} µs (lost {r.runs[k].lost})"
-            for k in ("blocked", "allowed")
+            f"{r.runs[k].qps / 1000:6.1f}k, {r.runs[k].cpu_us:5.1f} µs (lost {r.runs[k].lost})" for k in kinds
         ]
-        print(f"{r.name:<26}{r.load_s:>7.2f}s{r.rss / MiB:>7.0f} MiB   {cells[0]:<28}{cells[1]:<28}")
+        print(f"{r.name:<16}{r.load_s:>7.2f}s{r.rss / MiB:>6.0f} MiB   {cells[0]:<32}{cells[1]:<32}")
         if r.helper_rss is not None:
-            helper = [f"{'':>8}  +{r.runs[k].helper_cpu_us:5.1f} µs" for k in ("blocked", "allowed")]
+            extra = [f"        +{r.runs[k].helper_cpu_us:5.1f} µs" for k in kinds]
             print(
-                f"{'  + its resolver':<26}{'':>8}{r.helper_rss / MiB:>7.0f} MiB   {helper[0]:<28}{helper[1]:<28}"
+                f"{'  its resolver':<16}{'':>8}{r.helper_rss / MiB:>6.0f} MiB   {extra[0]:<32}{extra[1]:<32}"
             )
     by = {r.name: r for r in results}
     ours, unbound, dnsmasq = by["dnsfilter"], by["unbound"], by["dnsmasq"]
     print()
-    for kind in ("blocked", "allowed"):
+    for kind in kinds:
         print(
             f"{kind}: dnsfilter qps = {ours.runs[kind].qps / unbound.runs[kind].qps:.2f} x unbound's, "
             f"{ours.runs[kind].qps / dnsmasq.runs[kind].qps:.2f} x dnsmasq's; CPU per query "
             f"{ours.runs[kind].cpu_us / unbound.runs[kind].cpu_us:.2f} x unbound's"
         )
-    print(
-        f"memory: dnsfilter RSS = {ours.rss / dnsmasq.rss:.2f} x dnsmasq's, {ours.rss / unbound.rss:.2f} x unbound's"
-    )
-    print(
-        f"start to first answer: dnsfilter {ours.load_s:.2f} s, unbound {unbound.load_s:.2f} s, dnsmasq {dnsmasq.load_s:.2f} s"
-    )
+    ratios = f"{ours.rss / dnsmasq.rss:.2f} x dnsmasq's, {ours.rss / unbound.rss:.2f} x unbound's"
+    print(f"memory: dnsfilter RSS = {ratios}")
+    print("start to first answer: " + ", ".join(f"{r.name} {r.load_s:.2f} s" for r in results))
 
 
 def main() -> None:
@@ -363,8 +358,9 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     names = prepare(work, args.domains)
     probe = names[len(names) // 2]
+    ours = [sys.executable, "-m", "appliance.cli", "dnsfilter", "--config", str(filter_conf(work))]
     servers = [
-        ("dnsfilter", [sys.executable, "-m", "appliance.cli", "dnsfilter", "--config", str(filter_conf(work))], True),
+        ("dnsfilter", ours, True),
         ("unbound", ["unbound", "-d", "-c", str(unbound_conf(work, 53, True))], False),
         ("dnsmasq", ["dnsmasq", "-k", f"--conf-file={work / 'dnsmasq-blocklist.conf'}",
                      "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",

@@ -6,7 +6,8 @@ Typical use (appliance/dnsfilter.py does this):
                     ttl=60, special_names={"www.google.com": 0, ...}, targets=["forcesafesearch.google.com"],
                     actions=[[0, ...], ...], strip_ech=[True, ...], upstream_timeout=2.0)
     engine.set_state(table, policies, generation, lans=[(ifindex, group)], subnets=[(network, group)])
-    threading.Thread(target=engine.serve_udp, args=(sock4.fileno(), sock6.fileno(), upstream.fileno())).start()
+    loop = threading.Thread(target=engine.serve_udp, args=(sock4.fileno(), sock6.fileno(), up.fileno()))
+    loop.start()
     ...
     engine.set_state(new_table, ...)     # returns once the loop has taken up the new state
     engine.stop()
@@ -17,10 +18,11 @@ the group's policy blocks gets the block answer (NXDOMAIN with nxdomain=True, el
 block page, NODATA for other types), and a block event. Otherwise a special name (exact match) gets
 what its feature does for the group: FEATURE_NXDOMAIN, a CNAME to targets[i] followed by the upstream's
 records for the target (action i >= 0), or nothing (FEATURE_OFF). Everything else is relayed from the
-upstream, with ECH stripped from HTTPS/SVCB/ANY answers for groups with strip_ech. Malformed queries
-get FORMERR (or nothing, without a header), other opcodes NOTIMP, EDNS versions other than 0 BADVERS;
-responses are never answered and nothing unparsed is ever forwarded. An upstream answer must repeat
-the question sent (name bytes, type, class); one that is late, malformed, or cannot be rewritten gives
+upstream (the UDP loop first asks its cache of upstream answers), with ECH stripped from
+HTTPS/SVCB/ANY answers for groups with strip_ech. Malformed queries get FORMERR (or nothing, without a
+header), other opcodes NOTIMP, EDNS versions other than 0 BADVERS; responses are never answered, and
+nothing that does not parse as a standard query is forwarded. An upstream answer must repeat the
+question sent (name bytes, type, class); one that is late, malformed, or cannot be rewritten gives
 SERVFAIL, as does a full pending table.
 """
 
@@ -93,5 +95,5 @@ class Engine:
         """Takes up to limit block events from the ring, oldest first."""
     def stats(self) -> dict[str, int]:
         """Counters since start, UDP and TCP together: queries, blocked, rewritten, negative,
-        forwarded, answered, servfail, errors, dropped, stray; events_dropped (ring full),
-        events_waiting, in_flight."""
+        forwarded, answered (from upstream answers, fresh or cached), cached, servfail, errors,
+        dropped, stray; events_dropped (ring full), events_waiting, in_flight."""

@@ -20,7 +20,7 @@ import time
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport EINTR, errno
-from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
@@ -154,7 +154,8 @@ cdef enum:
     FLAG_CD = 0x0010
     TYPE_ANY = 255
     IDS = 65536
-    CACHE_SLOTS = 4096      # in pairs: a key goes in either slot of its pair
+    CACHE_SLOTS = 4096
+    CACHE_WAYS = 4          # a key may take any slot of its set of 4 (a power of two)
     CACHE_MSG = 512         # larger answers are not cached
     CACHE_MAX_TTL = 300     # seconds, whatever the records say
 
@@ -484,26 +485,27 @@ cdef inline bint holds(const CacheEntry* e, const uint8_t* key, int key_len, uin
 
 cdef CacheEntry* cache_find(CacheEntry* cache, const uint8_t* key, int key_len, uint64_t h,
                             int64_t now) noexcept nogil:
-    """A key lives in one of two neighbouring slots."""
-    cdef CacheEntry* a = &cache[h & (CACHE_SLOTS - 1)]
-    cdef CacheEntry* b = &cache[(h & (CACHE_SLOTS - 1)) ^ 1]
-    if holds(a, key, key_len, h) and a.expires > now:
-        return a
-    if holds(b, key, key_len, h) and b.expires > now:
-        return b
+    """A key lives in one of the CACHE_WAYS slots of its set."""
+    cdef CacheEntry* e = &cache[h & (CACHE_SLOTS - CACHE_WAYS)]
+    cdef int i
+    for i in range(CACHE_WAYS):
+        if holds(&e[i], key, key_len, h) and e[i].expires > now:
+            return &e[i]
     return NULL
 
 
 cdef CacheEntry* cache_slot(CacheEntry* cache, const uint8_t* key, int key_len, uint64_t h,
                             int64_t now) noexcept nogil:
-    """Where to keep an answer for key: its old slot, else a free or expired one, else the older."""
-    cdef CacheEntry* a = &cache[h & (CACHE_SLOTS - 1)]
-    cdef CacheEntry* b = &cache[(h & (CACHE_SLOTS - 1)) ^ 1]
-    if holds(a, key, key_len, h) or a.expires <= now:
-        return a
-    if holds(b, key, key_len, h) or b.expires <= now:
-        return b
-    return a if a.stored <= b.stored else b
+    """Where to keep an answer for key: its old slot, else a free or expired one, else the oldest."""
+    cdef CacheEntry* e = &cache[h & (CACHE_SLOTS - CACHE_WAYS)]
+    cdef CacheEntry* oldest = e
+    cdef int i
+    for i in range(CACHE_WAYS):
+        if holds(&e[i], key, key_len, h) or e[i].expires <= now:
+            return &e[i]
+        if e[i].stored < oldest.stored:
+            oldest = &e[i]
+    return oldest
 
 
 cdef void cache_store(const Rules* r, CacheEntry* cache, const Pending* p, const uint8_t* msg, size_t n,
@@ -560,8 +562,7 @@ cdef struct Inbox:
     iovec iov[BATCH]
     sockaddr_in6 names[BATCH]
     uint64_t control[BATCH * CONTROL_WORDS]
-    uint8_t* bufs
-    size_t size
+    uint8_t* bufs               # BATCH datagrams of the size inbox_init gives
 
 
 cdef struct Outbox:
@@ -603,27 +604,25 @@ cdef struct Loop:
     Pending spare               # parse space when every slot is taken
 
 
-cdef void inbox_reset(Inbox* b, unsigned int count) noexcept nogil:
+cdef void inbox_reset(Inbox* b) noexcept nogil:
     """recvmmsg overwrites the lengths of names and control data: give them back before each call."""
     cdef unsigned int i
-    for i in range(count):
+    for i in range(BATCH):
         b.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
         b.msgs[i].msg_hdr.msg_controllen = CONTROL
         b.msgs[i].msg_hdr.msg_flags = 0
 
 
-cdef void inbox_init(Inbox* b, uint8_t* bufs, size_t size) noexcept nogil:
+cdef void inbox_init(Inbox* b, size_t size) noexcept nogil:
     cdef unsigned int i
-    b.bufs = bufs
-    b.size = size
     for i in range(BATCH):
-        b.iov[i].iov_base = bufs + i * size
+        b.iov[i].iov_base = b.bufs + i * size
         b.iov[i].iov_len = size
         b.msgs[i].msg_hdr.msg_name = &b.names[i]
         b.msgs[i].msg_hdr.msg_iov = &b.iov[i]
         b.msgs[i].msg_hdr.msg_iovlen = 1
         b.msgs[i].msg_hdr.msg_control = <uint8_t*>b.control + i * CONTROL
-    inbox_reset(b, BATCH)
+    inbox_reset(b)
 
 
 cdef void read_client(mmsghdr* m, const sockaddr_in6* name, Client* c) noexcept nogil:
@@ -785,7 +784,7 @@ cdef int serve_queries(Loop* L, int fd, Outbox* replies) noexcept nogil:
     cdef uint8_t* out
     cdef int64_t now
     cdef int64_t now_us
-    inbox_reset(&L.queries, BATCH)
+    inbox_reset(&L.queries)
     n = recvmmsg(fd, L.queries.msgs, BATCH, MSG_DONTWAIT, NULL)
     if n <= 0:
         return 0
@@ -832,7 +831,7 @@ cdef int serve_answers(Loop* L) noexcept nogil:
     cdef const uint8_t* msg
     cdef uint8_t* out
     cdef int64_t now
-    inbox_reset(&L.answers, BATCH)
+    inbox_reset(&L.answers)
     n = recvmmsg(L.upstream, L.answers.msgs, BATCH, MSG_DONTWAIT, NULL)
     if n <= 0:
         return 0
@@ -891,6 +890,7 @@ cdef int run_loop(Loop* L, Engine e) noexcept nogil:
     cdef pollfd fds[4]
     cdef uint64_t wakes
     cdef int timeout
+    cdef int64_t wait
     cdef int i
     cdef State* s
     fds[0].fd = e.wake_fd
@@ -900,9 +900,10 @@ cdef int run_loop(Loop* L, Engine e) noexcept nogil:
     for i in range(4):
         fds[i].events = POLLIN
     while not sg_load_int(&e.stopping):
-        timeout = -1
-        if L.oldest >= 0:
-            timeout = <int>max(<int64_t>0, (L.pending[L.oldest].deadline - clock_ns(CLOCK_MONOTONIC)) // 1000000 + 1)
+        timeout = -1  # until a datagram, or a wake for a new state or stop
+        if L.oldest >= 0:  # or the oldest forwarded query's deadline (ms, rounded up)
+            wait = max(<int64_t>0, L.pending[L.oldest].deadline - clock_ns(CLOCK_MONOTONIC))
+            timeout = <int>(wait // 1000000) + 1
         if poll(fds, 4, timeout) < 0:
             if errno == EINTR:
                 continue
@@ -944,8 +945,8 @@ cdef Loop* new_loop(Engine e, int fd4, int fd6, int upstream) noexcept:
             or L.free_slots == NULL or L.ids == NULL):
         free_loop(L)
         return NULL
-    inbox_init(&L.queries, L.queries.bufs, QUERY_BUF)
-    inbox_init(&L.answers, L.answers.bufs, ANSWER_BUF)
+    inbox_init(&L.queries, QUERY_BUF)
+    inbox_init(&L.answers, ANSWER_BUF)
     L.rules = &e.rules
     L.events = &e.events
     L.counters = &e.udp

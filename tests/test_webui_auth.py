@@ -22,9 +22,8 @@ from test_webui_support import (
     sign_in,
 )
 
-from appliance.store import Store
+from appliance.store import Store, iso
 from webui import accounts
-from webui.times import iso
 
 ROOT = Path(__file__).resolve().parent.parent
 

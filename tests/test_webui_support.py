@@ -27,7 +27,7 @@ from appliance.lists import catalogue, importer
 from appliance.policy import generations, inputs, timetable
 from appliance.policy.schedules import Term
 from appliance.store import Store
-from webui import accounts, schema
+from webui import accounts
 from webui.app import create_app
 
 PASSWORD = "correct horse battery staple"
@@ -61,7 +61,6 @@ def build_state(directory: Path, today: date | None = None) -> Path:
             result = importer.update(store, name, "setup", "test lists")
             assert result.error is None, result.error
         generations.apply(store, inputs.from_store(store, datetime.now(UTC)), "setup", "first policy")
-        schema.ensure(store)
         for username, role in ROLES.items():
             add_user(store, username, role)
     return state

@@ -10,11 +10,10 @@ from typing import Any
 import argon2
 
 from appliance.audit import Change
-from appliance.store import Store
+from appliance.store import Store, iso
 from webui import fields
 from webui.errors import InputError, NotFound
 from webui.roles import Permission, Role, allowed
-from webui.times import iso
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 256

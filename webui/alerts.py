@@ -17,12 +17,12 @@ from typing import Any
 
 from appliance import events
 from appliance.policy.model import CATEGORIES
-from appliance.store import Store
+from appliance.store import Store, iso
 from webui import accounts, fields, mail, settings
 from webui.accounts import User
 from webui.errors import InputError, NotFound
 from webui.roles import Permission
-from webui.times import iso, local, parse
+from webui.times import local, parse
 
 ALERT_CATEGORIES = ("iwf", "ctiru", "self_harm", "extremism")
 CONFIDENTIAL = ("iwf", "ctiru")

@@ -11,6 +11,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from appliance import audit, events
+from appliance.policy import diff as diff_mod
+from appliance.policy import explain as explain_mod
 from appliance.policy import generations, timetable
 from appliance.policy.model import PolicyError
 from webui import (
@@ -345,7 +347,7 @@ def explain() -> Response:
     store = db.store()
     name, group = request.args.get("name", ""), request.args.get("group", "")
     if request.args.get("pending"):
-        result = policy_ops.explain_pending(store, name, group, db.now())
+        result = explain_mod.pending(store, name, group, db.now())
     else:
         result = policy_ops.explain_live(store, name, group, db.now())
     return jsonify(result.to_dict())
@@ -359,7 +361,7 @@ def diff() -> Response:
     return jsonify(
         in_force=live.id if live else None,
         pending=policy_ops.has_pending(store, db.now()),
-        changes=policy_ops.pending_diff(store, db.now()),
+        changes=diff_mod.pending(store, db.now()),
     )
 
 
@@ -382,7 +384,7 @@ def rollback() -> Response:
 def changes() -> Response:
     store = db.store()
     limit, offset = _page_args()
-    entries, total = policy_edits.change_log(store, limit, offset)
+    entries, total = audit.page(store, limit, offset)
     check = audit.verify(store)
     rows = [_entry(e) for e in entries]
     return jsonify(intact=check.ok, problems=check.problems, total=total, entries=rows)

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask
 
+from appliance import events
 from appliance.config import Config
 from appliance.store import Store, state_dir
 from webui import (
@@ -22,7 +23,6 @@ from webui import (
     logs_views,
     policy_views,
     requests_views,
-    schema,
     security,
     sender,
     settings_views,
@@ -83,7 +83,7 @@ def create_app(
     app.config.update(STATE_DIR=str(directory), APPLIANCE_CONFIG=appliance_config)
     app.config.update(overrides or {})
     with Store(directory) as store:
-        schema.ensure(store)
+        events.ensure(store)  # the dashboard, log search and alerts read it
         app.config["SECRET_KEY"] = secret_key(store.dir)
 
     db.init_app(app)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from appliance import audit, config
 from appliance.store import Store, add_state_dir_argument, state_dir
-from webui import accounts, schema, settings
+from webui import accounts, settings
 from webui.errors import InputError
 from webui.roles import Role
 
@@ -62,19 +62,24 @@ def _where(parser: argparse.ArgumentParser) -> None:
     add_state_dir_argument(parser)
 
 
-def _load(args: argparse.Namespace) -> tuple[config.Config | None, Path]:
-    cfg = config.load(args.config) if args.config else None
+def _load(args: argparse.Namespace) -> tuple[config.Config | None, Path] | None:
+    """The configuration (if given) and the state directory; None, having said why, when the
+    configuration is invalid."""
+    try:
+        cfg = config.load(args.config) if args.config else None
+    except config.ConfigError as e:
+        print(f"invalid configuration:\n{e}", file=sys.stderr)
+        return None
     if args.state_dir:
         return cfg, state_dir(args.state_dir)
     return cfg, state_dir(cfg.appliance.state_dir if cfg else None)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        cfg, directory = _load(args)
-    except config.ConfigError as e:
-        print(f"invalid configuration:\n{e}", file=sys.stderr)
+    loaded = _load(args)
+    if loaded is None:
         return 2
+    cfg, directory = loaded
     if bool(args.cert) != bool(args.key):
         print("error: give both --cert and --key, or neither", file=sys.stderr)
         return 2
@@ -89,10 +94,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:
         generated = tls.ensure(directory, names)
         cert, key, own = str(generated[0]), str(generated[1]), False
-    with Store(directory) as store:
-        schema.ensure(store)
-        with audit.change(store, "system", "first start: the web address staff use") as ch:
-            settings.set_default_url(ch, names[0])
+    with (
+        Store(directory) as store,
+        audit.change(store, "system", "first start: the web address staff use") as ch,
+    ):
+        settings.set_default_url(ch, names[0])
     overrides = {"HSTS": own, "MAIL_SENDER": True}
     server.Server(
         lambda: create_app(directory, cfg, overrides),
@@ -102,11 +108,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_create_admin(args: argparse.Namespace) -> int:
-    try:
-        _, directory = _load(args)
-    except config.ConfigError as e:
-        print(f"invalid configuration:\n{e}", file=sys.stderr)
+    loaded = _load(args)
+    if loaded is None:
         return 2
+    _, directory = loaded
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -115,18 +120,13 @@ def _cmd_create_admin(args: argparse.Namespace) -> int:
             print("error: the two passwords are not the same", file=sys.stderr)
             return 2
     try:
-        with Store(directory) as store:
-            schema.ensure(store)
-            with audit.change(store, audit.default_actor(), "administrator created from the console") as ch:
-                user = accounts.create(
-                    ch,
-                    args.username,
-                    args.name or args.username,
-                    args.email,
-                    Role.ADMIN.value,
-                    password,
-                    False,
-                )
+        with (
+            Store(directory) as store,
+            audit.change(store, audit.default_actor(), "administrator created from the console") as ch,
+        ):
+            user = accounts.create(
+                ch, args.username, args.name or args.username, args.email, Role.ADMIN.value, password, False
+            )
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,10 +15,10 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from appliance.store import Store
+from appliance.store import Store, iso
 from webui import settings
 from webui.accounts import User
-from webui.times import iso, parse
+from webui.times import parse
 
 TIMEOUT = 15.0
 SIGNATURE = "\n\n-- \nThis message was sent by the school's internet filtering appliance."

@@ -143,13 +143,6 @@ def rule_states(store: Store, now: datetime) -> list[RuleState]:
     return out
 
 
-def change_log(store: Store, limit: int, offset: int) -> tuple[list[audit.Entry], int]:
-    """A page of the audit trail, newest first, and how many entries it has in all."""
-    total = int(store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
-    rows = store.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset))
-    return [audit.Entry.from_row(r) for r in rows], total
-
-
 # --- changing --------------------------------------------------------------------------------------
 
 
@@ -265,10 +258,10 @@ def apply(store: Store, user: User, values: Mapping[str, Any], now: datetime) ->
     reason = _reason(values)
     if not policy_ops.has_pending(store, now):
         raise InputError("There is nothing to apply: the working policy is the one in force.")
-    return policy_ops.apply_working(store, user.username, reason, now)
+    return generations.apply(store, inputs.from_store(store, now), user.username, reason, now)
 
 
 def rollback(store: Store, user: User, values: Mapping[str, Any], now: datetime) -> Generation:
     if str(values.get("confirm", "")).lower() not in ("yes", "true", "1"):
         raise InputError("Roll back: tick the box to confirm")
-    return policy_ops.rollback(store, user.username, _reason(values), now)
+    return generations.rollback(store, user.username, _reason(values), now)

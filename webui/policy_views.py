@@ -14,7 +14,8 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 
 from appliance import audit
-from appliance.policy import generations, timetable
+from appliance.policy import diff, generations, timetable
+from appliance.policy import explain as explain_mod
 from appliance.policy.model import CATEGORIES, GROUPS
 from webui import csvexport, db, policy_edits, policy_ops
 from webui.errors import USER_ERRORS, InputError
@@ -202,7 +203,7 @@ def explain() -> tuple[str, int]:
             if group not in GROUPS:
                 raise InputError("Group: choose one")
             if args.get("pending"):
-                result = policy_ops.explain_pending(store, args["name"], group, db.now())
+                result = explain_mod.pending(store, args["name"], group, db.now())
             else:
                 result = policy_ops.explain_live(store, args["name"], group, db.now())
         except USER_ERRORS as e:
@@ -216,7 +217,7 @@ def changes() -> tuple[str, int]:
     store = db.store()
     raw = request.args.get("page", "1")
     page = int(raw) if raw.isdigit() and 1 <= int(raw) <= 1_000_000 else 1
-    entries, total = policy_edits.change_log(store, CHANGES_PAGE, (page - 1) * CHANGES_PAGE)
+    entries, total = audit.page(store, CHANGES_PAGE, (page - 1) * CHANGES_PAGE)
     report, error = None, None
     first_raw, last_raw = request.args.get("from"), request.args.get("to")
     if first_raw and last_raw:
@@ -234,6 +235,7 @@ def changes() -> tuple[str, int]:
         pages=max(1, -(-total // CHANGES_PAGE)),
         verification=audit.verify(store),
         report=report,
+        sections=audit.REPORT_SECTIONS,
         error=error,
         args=request.args,
         default_from=(db.now() - timedelta(days=91)).date(),
@@ -251,23 +253,8 @@ def report_csv() -> Response:
         last = date.fromisoformat(request.args.get("to", ""))
     except ValueError:
         abort(400, description="Report: give From and To dates.")
-    zone = store.zone()
-    titles = {"added": "Filters added", "removed": "Filters removed", "other": "Other changes"}
-    sections = audit.report(store, first, last)
-    rows = [["section", "when", "who", "change", "what", "why"]] + [
-        [
-            titles[key],
-            e.ts.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-            e.actor,
-            e.action,
-            e.subject,
-            e.reason,
-        ]
-        for key in titles
-        for e in sections[key]
-    ]
     return Response(
-        "".join(csvexport.lines(rows)),
+        "".join(csvexport.lines(audit.report_rows(store, first, last))),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="filtering-changes-{first}-to-{last}.csv"'},
     )
@@ -281,7 +268,7 @@ def review() -> tuple[str, int]:
     error = None
     lines: list[str] = []
     try:
-        lines = policy_ops.pending_diff(store, now)
+        lines = diff.pending(store, now)
     except USER_ERRORS as e:
         error = str(e)
     live = generations.current(store)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from appliance.audit import Change
-from appliance.store import Store
+from appliance.store import Store, iso
 from webui import accounts, fields
 from webui.accounts import User
 from webui.errors import NotFound
-from webui.times import iso, parse
+from webui.times import parse
 
 # How stale last_seen may get before it is written again: a write per request is not needed.
 _TOUCH = timedelta(seconds=30)

@@ -1,14 +1,10 @@
-"""Times as the web UI stores and shows them: UTC ISO 8601 in the database, the appliance's local
-time (its time zone) on pages, in e-mails and in exports."""
+"""Times as the web UI reads and shows them: read from the database (where appliance.store.iso writes
+them), shown in the appliance's local time (its time zone) on pages, in e-mails and in exports."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
-
-
-def iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def parse(text: str | None) -> datetime | None:

@@ -21,17 +21,17 @@ from typing import Any
 
 from appliance import audit
 from appliance.audit import Change
-from appliance.policy import rules, timetable
+from appliance.policy import rules, timetable, upkeep
 from appliance.policy.explain import Explanation
 from appliance.policy.model import GROUPS, Layer, PolicyError
 from appliance.policy.schedules import Term
-from appliance.store import Store
+from appliance.store import Store, iso
 from fastpath.names import normalise
 from webui import accounts, fields, mail, policy_ops, settings
 from webui.accounts import User
 from webui.errors import InputError, NotAllowed, NotFound
 from webui.roles import Permission
-from webui.times import iso, local, parse
+from webui.times import local, parse
 
 WAITING_IT = "waiting_it"
 WAITING_DSL = "waiting_dsl"
@@ -138,8 +138,8 @@ def site_name(value: object) -> str:
 def assess(store: Store, site: object, at: datetime) -> Assessment:
     """What the live policy does with site for every group, from the policy's own explain."""
     name = site_name(site)
-    gen = policy_ops.live(store)
-    return Assessment(name, [_why(policy_ops.explain_in(store, gen, name, g, at)) for g in GROUPS])
+    with policy_ops.explainer(store, at) as ex:
+        return Assessment(name, [_why(ex.explain(name, g)) for g in GROUPS])
 
 
 # --- how long ------------------------------------------------------------------------------------
@@ -518,7 +518,9 @@ def put_in_force(store: Store, r: Request, actor: User, now: datetime) -> Reques
         raise InputError(f"Request {r.id} is not waiting to be put in force.")
     try:
         added = [rules.get(store, i) for i in r.rule_ids]
-        gen = policy_ops.apply_rules(store, added, actor.username, f"unblock request {r.id} approved", now)
+        gen = upkeep.add_rules(store, added, actor.username, f"unblock request {r.id} approved", now)
+        if gen is None:
+            raise InputError(policy_ops.NO_POLICY)
     except (PolicyError, InputError, OSError) as e:
         store.db.execute("UPDATE unblock_requests SET apply_error = ? WHERE id = ?", (str(e), r.id))
         return _pending(store, r.id)

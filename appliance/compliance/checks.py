@@ -69,6 +69,13 @@ def area_title(area: str) -> str:
     return CATEGORIES[area].title if area in CATEGORIES else AREAS[area]
 
 
+def _untried(resolver: str, target: str | None) -> str:
+    """Why a route to a foreign resolver could not be tried."""
+    if target is None:
+        return "no test name is blocked for this group"
+    return f"{resolver} does not resolve even outside the filter"
+
+
 def _family(version: int) -> str:
     return f"IPv{version}"
 
@@ -162,6 +169,9 @@ class GroupRun:
     ) -> None:
         self.results.append(Result(self.group.name, area, check, target, expected, status, observed, why))
 
+    def not_tested(self, area: str, check: str, target: str, expected: str, why: str) -> None:
+        self.add(area, check, target, expected, Status.NOT_TESTED, "", why)
+
     def blocked_by_dns(self, answer: probes.Answer) -> bool | None:
         """True: a block answer; False: a real one; None: no usable answer."""
         if answer.status in ("NXDOMAIN", "REFUSED"):
@@ -190,24 +200,16 @@ class GroupRun:
         testable = []
         for nc in self.names:
             if nc.expectation is None:
-                self.add(
+                self.not_tested(
                     nc.area,
                     "all probes",
                     nc.name,
                     "-",
-                    Status.NOT_TESTED,
-                    "",
                     "neither the policy nor a standard says what this group should get",
                 )
             elif not any(self.ref.address(nc.name, f) for f in self.vantage.families):
-                self.add(
-                    nc.area,
-                    "all probes",
-                    nc.name,
-                    "-",
-                    Status.NOT_TESTED,
-                    "",
-                    "the name does not resolve even outside the filter",
+                self.not_tested(
+                    nc.area, "all probes", nc.name, "-", "the name does not resolve even outside the filter"
                 )
             else:
                 testable.append(nc)
@@ -301,13 +303,11 @@ class GroupRun:
         reference = self.ref.answers(nc.name, protocol, family)
         if reference is None or not reference.answered:
             seen = reference.words() if reference else "not tried"
-            self.add(
+            self.not_tested(
                 nc.area,
                 check,
                 nc.name,
                 "-",
-                Status.NOT_TESTED,
-                "",
                 f"the site does not answer over {check} even outside the filter ({seen})",
             )
             return
@@ -329,13 +329,11 @@ class GroupRun:
         check = f"{title} to its real address {address} ({what})"
         reference = self.ref.answers(nc.name, protocol, family)
         if reference is None or not reference.answered:
-            self.add(
+            self.not_tested(
                 "circumvention",
                 check,
                 nc.name,
                 "-",
-                Status.NOT_TESTED,
-                "",
                 f"the site does not answer over {title} even outside the filter",
             )
             return
@@ -362,22 +360,15 @@ class GroupRun:
                 }
                 for check, server in routes.items():
                     if address is None or target is None:
-                        why = (
-                            "no test name is blocked for this group"
-                            if target is None
-                            else f"{resolver} does not resolve even outside the filter"
-                        )
-                        self.add(area, check, resolver, "blocked", Status.NOT_TESTED, "", why)
+                        self.not_tested(area, check, resolver, "blocked", _untried(resolver, target))
                         continue
                     ref_answer = probes.dig(self.ref.wrap, target, "A", server)
                     if not ref_answer.addresses:
-                        self.add(
+                        self.not_tested(
                             area,
                             check,
                             resolver,
                             "blocked",
-                            Status.NOT_TESTED,
-                            "",
                             f"it does not answer this way even outside the filter ({ref_answer.words()})",
                         )
                         continue
@@ -394,14 +385,8 @@ class GroupRun:
             check = "ECH keys in the HTTPS record"
             reference = self.ref.records.get(name)
             if reference is None or not any("ech=" in r for r in reference.records):
-                self.add(
-                    area,
-                    check,
-                    name,
-                    "no ech",
-                    Status.NOT_TESTED,
-                    "",
-                    "the name publishes no ECH keys even outside the filter",
+                self.not_tested(
+                    area, check, name, "no ech", "the name publishes no ECH keys even outside the filter"
                 )
                 continue
             answer = probes.dig(self.wrap, name, "HTTPS")
@@ -422,30 +407,18 @@ class GroupRun:
     def _doh(self, resolver: str, family: int, address: str | None, target: str | None) -> None:
         check = f"DNS over HTTPS to {resolver} ({address})"
         if address is None or target is None:
-            self.add(
-                "circumvention",
-                check,
-                resolver,
-                "blocked",
-                Status.NOT_TESTED,
-                "",
-                "no test name is blocked for this group"
-                if target is None
-                else f"{resolver} does not resolve even outside the filter",
-            )
+            self.not_tested("circumvention", check, resolver, "blocked", _untried(resolver, target))
             return
         url = probes.doh_url(resolver, target)
         extra = ("-H", "accept: application/dns-message")
         resolve = {f"{resolver}:443": address}
         reference = probes.curl(self.ref.wrap, [url], family, self.site.cacert, resolve, extra)[url]
         if reference.status != 200:
-            self.add(
+            self.not_tested(
                 "circumvention",
                 check,
                 resolver,
                 "blocked",
-                Status.NOT_TESTED,
-                "",
                 f"the resolver does not answer DoH even outside the filter ({reference.words()})",
             )
             return
@@ -456,13 +429,11 @@ class GroupRun:
         """Names a client uses to decide to bypass the filter: they must get no address."""
         for name in names:
             if not self.ref.address(name, 4):
-                self.add(
+                self.not_tested(
                     "circumvention",
                     check,
                     name,
                     "no address",
-                    Status.NOT_TESTED,
-                    "",
                     "the name has no address even outside the filter, so a negative answer proves nothing",
                 )
                 continue
@@ -476,39 +447,29 @@ class GroupRun:
             feature = next((f for f in dnsfilter.SAFE_TARGETS if name in features[f]), None)
             check = f"safe search ({level})"
             if feature is None:
-                self.add(
-                    "safe_search",
-                    check,
-                    name,
-                    "-",
-                    Status.NOT_TESTED,
-                    "",
-                    "the DNS filter has no safe-search rewrite for this name",
+                self.not_tested(
+                    "safe_search", check, name, "-", "the DNS filter has no safe-search rewrite for this name"
                 )
                 continue
             target = None if level == "off" else dnsfilter.SAFE_TARGETS[feature][level]
             expected = f"rewritten to {target}" if target else "not rewritten"
             e = self.view.explain(name, self.group.name)
             if e is not None and e.action == "block":
-                self.add(
+                self.not_tested(
                     "safe_search",
                     check,
                     name,
                     expected,
-                    Status.NOT_TESTED,
-                    "",
                     f"the policy blocks {name} for this group, so there is nothing to rewrite",
                 )
                 continue
             real = self.ref.addresses.get((target or name, 4), ())
             if not real:
-                self.add(
+                self.not_tested(
                     "safe_search",
                     check,
                     name,
                     expected,
-                    Status.NOT_TESTED,
-                    "",
                     f"{target or name} does not resolve even outside the filter",
                 )
                 continue
@@ -528,13 +489,11 @@ class GroupRun:
         checks = ["HTTPS to an address with no name (no SNI)", "TCP to port 22 (not the web)"]
         if address is None:
             for check in checks:
-                self.add(
+                self.not_tested(
                     "exam",
                     check,
                     "-",
                     "blocked",
-                    Status.NOT_TESTED,
-                    "",
                     "no address to try: no resolver resolves outside the filter",
                 )
             return

@@ -11,7 +11,7 @@ from typing import Any
 from appliance import audit, events
 from appliance.policy import generations, timetable
 from appliance.policy.model import CATEGORIES, PADLOCKED_CATEGORIES
-from appliance.store import Store
+from appliance.store import Store, iso
 
 # Without term dates, the report covers this many days.
 DEFAULT_PERIOD = timedelta(days=91)
@@ -40,8 +40,8 @@ def _entry(e: audit.Entry, zone: Any) -> dict[str, str]:
     }
 
 
-def gather(store: Store, now: datetime, probe_windows: list[tuple[str, str, list[str]]]) -> dict[str, Any]:
-    """probe_windows: (start, end, addresses) of compliance runs, whose blocked attempts are left out
+def gather(store: Store, now: datetime, probe_windows: list[events.Window]) -> dict[str, Any]:
+    """probe_windows: when and from where compliance runs probed; their blocked attempts are left out
     of the statistics (they are the probes', not pupils')."""
     zone = store.zone()
     first, last, label = period(store, now)
@@ -53,45 +53,26 @@ def gather(store: Store, now: datetime, probe_windows: list[tuple[str, str, list
             changes.append(_entry(e, zone))
         elif e.action in UNBLOCK_DECISIONS:
             unblocks.append({**_entry(e, zone), "decision": UNBLOCK_DECISIONS[e.action]})
+    events.ensure(store)
+    blocked = events.by_group_and_category(store, start, end, probe_windows)
     return {
         "period": {"first": first.isoformat(), "last": last.isoformat(), "label": label},
         "changes": changes,
         "unblocks": unblocks,
-        "blocked": _blocked(store, start, end, probe_windows),
+        "blocked": [{"group": g, "category": c, "count": n} for g, c, n in blocked],
         "alerts": _alerts(store, start, end),
         "enforcement": _enforcement(store),
     }
 
 
-def _blocked(
-    store: Store, start: datetime, end: datetime, probe_windows: list[tuple[str, str, list[str]]]
-) -> list[dict[str, Any]]:
-    events.ensure(store)
-    where = ["ts >= ?", "ts < ?"]
-    args: list[Any] = [events._iso(start), events._iso(end)]
-    for w_start, w_end, addresses in probe_windows:
-        marks = ", ".join("?" * len(addresses))
-        where.append(f"NOT (ts >= ? AND ts <= ? AND client_ip IN ({marks}))")
-        args += [w_start, w_end, *addresses]
-    rows = store.db.execute(
-        "SELECT grp, COALESCE(category, '') AS category, COUNT(*) AS n FROM block_events"
-        f" WHERE {' AND '.join(where)} GROUP BY grp, category ORDER BY grp, category",
-        args,
-    )
-    return [{"group": r["grp"], "category": r["category"], "count": r["n"]} for r in rows]
-
-
 def _alerts(store: Store, start: datetime, end: datetime) -> dict[str, Any]:
-    """Safeguarding alerts (the web UI raises them), or why there are none to count."""
-    exists = store.db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
-    ).fetchone()
-    if not exists:
+    """Safeguarding alerts, which the web UI raises: none are recorded until it has accounts."""
+    if store.db.execute("SELECT 1 FROM web_users LIMIT 1").fetchone() is None:
         return {"recorded": False, "by_category": []}
     rows = store.db.execute(
         "SELECT category, COUNT(*) AS raised, COUNT(ack_at) AS acknowledged FROM alerts"
         " WHERE first_seen >= ? AND first_seen < ? GROUP BY category ORDER BY category",
-        (events._iso(start), events._iso(end)),
+        (iso(start), iso(end)),
     )
     return {
         "recorded": True,

@@ -12,11 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from appliance.lists.lookup import ListLookup
 from appliance.policy import explain, generations, timetable
 from appliance.policy.model import CATEGORIES, GROUPS
 from appliance.store import Store
-from fastpath.table import DomainTable
 
 
 @dataclass(frozen=True)
@@ -27,47 +25,25 @@ class Expectation:
 
 
 class PolicyView:
-    """The generation in force, opened once to explain many names."""
+    """The generation in force, opened once to explain many names (nothing before the first apply)."""
 
     def __init__(self, store: Store, at: datetime) -> None:
         self.at = at
         self.generation = generations.current(store)
-        self.exam_now = frozenset(timetable.exam_now(store, at))
-        self._table: DomainTable | None = None
-        if self.generation is not None:
-            self.compiled = self.generation.compiled()
-            key = store.key()
-            self._table = DomainTable.open(self.generation.table_path, key)
-            self._lookup = ListLookup(key, [(r.name, r.category, r.path) for r in self.compiled.inputs.lists])
-
-    @property
-    def generation_id(self) -> str | None:
-        return self.generation.id if self.generation else None
+        self._explainer = explain.Explainer(store, self.generation, at) if self.generation else None
 
     def close(self) -> None:
-        if self._table is not None:
-            self._table.close()
+        if self._explainer is not None:
+            self._explainer.close()
 
     def explain(self, name: str, group: str) -> explain.Explanation | None:
-        if self.generation is None or self._table is None or group not in GROUPS:
+        if self._explainer is None or group not in GROUPS:
             return None
-        return explain.explain(
-            self.compiled,
-            self._table,
-            self._lookup,
-            self.generation.id,
-            name,
-            group,
-            self.at,
-            self.exam_now,
-        )
+        return self._explainer.explain(name, group)
 
     def in_exam_mode(self, group: str) -> bool:
-        return (
-            self.generation is not None
-            and group in GROUPS
-            and self.compiled.exam_mode(group, self.at, self.exam_now)
-        )
+        ex = self._explainer
+        return ex is not None and group in GROUPS and ex.compiled.exam_mode(group, self.at, ex.exam_now)
 
 
 def summary(e: explain.Explanation | None) -> str:

@@ -22,13 +22,11 @@ TIMEOUT = 15.0
 
 def recipients(store: Store, tests: TestSet, failures: bool) -> list[str]:
     roles = ("dsl", "it") if failures else ("dsl",)
-    found = list(tests.email)
-    if store.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'web_users'").fetchone():
-        marks = ", ".join("?" * len(roles))
-        rows = store.db.execute(
-            f"SELECT email FROM web_users WHERE disabled = 0 AND role IN ({marks}) ORDER BY id", roles
-        )
-        found += [r["email"] for r in rows]
+    marks = ", ".join("?" * len(roles))
+    rows = store.db.execute(
+        f"SELECT email FROM web_users WHERE disabled = 0 AND role IN ({marks}) ORDER BY id", roles
+    )
+    found = [*tests.email, *(r["email"] for r in rows)]
     return list(dict.fromkeys(a for a in found if a))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import secrets
 import struct
 import subprocess
@@ -14,20 +13,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The same clients, run the same way, as the lab's checker.
+from appliance.lab.check import CURL_ERRORS, DIG, STATUS_RE
+
 Wrap = Callable[[list[str]], list[str]]
 
-DIG = ["dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer"]
 CURL = ["curl", "-sS", "--parallel", "--parallel-max", "16", "--connect-timeout", "5", "--max-time", "8"]
-CURL_ERRORS = {
-    6: "no address",
-    7: "refused",
-    28: "timeout",
-    35: "TLS failed",
-    52: "empty reply",
-    56: "reset",
-    60: "bad certificate",
-}
-STATUS_RE = re.compile(r"status: ([A-Z]+)")
 NO_REPLY = "no reply"
 
 

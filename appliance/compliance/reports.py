@@ -15,39 +15,9 @@ from typing import Any
 from appliance import audit
 from appliance.store import Store
 
+# The tables are compliance_reports and compliance_actions (appliance.store.SCHEMA); their triggers
+# refuse changing or deleting a report and changing an action.
 FORMAT = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS compliance_reports (
-    id INTEGER PRIMARY KEY,
-    created TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    generation TEXT,
-    failures INTEGER NOT NULL,
-    document TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    mailed TEXT,
-    mail_error TEXT
-);
-CREATE TRIGGER IF NOT EXISTS compliance_reports_immutable
-BEFORE UPDATE OF created, trigger, generation, failures, document, sha256 ON compliance_reports
-BEGIN SELECT RAISE(ABORT, 'a compliance report is never changed'); END;
-CREATE TRIGGER IF NOT EXISTS compliance_reports_kept BEFORE DELETE ON compliance_reports
-BEGIN SELECT RAISE(ABORT, 'compliance reports are kept'); END;
-CREATE TABLE IF NOT EXISTS compliance_actions (
-    id INTEGER PRIMARY KEY,
-    report INTEGER NOT NULL REFERENCES compliance_reports(id),
-    finding INTEGER NOT NULL,
-    ts TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    text TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS compliance_actions_kept BEFORE UPDATE ON compliance_actions
-BEGIN SELECT RAISE(ABORT, 'actions are appended, never changed'); END;
-"""
-
-
-def ensure(store: Store) -> None:
-    store.db.executescript(SCHEMA)
 
 
 def canonical(document: dict[str, Any]) -> str:
@@ -109,7 +79,6 @@ class Action:
 
 def save(store: Store, document: dict[str, Any], actor: str, reason: str) -> Stored:
     """Stores a new report and logs its hash, in one transaction."""
-    ensure(store)
     text = canonical(document)
     sha = digest(text)
     failures = sum(1 for r in document["results"] if r["status"] == "fail")
@@ -137,7 +106,6 @@ def save(store: Store, document: dict[str, Any], actor: str, reason: str) -> Sto
 
 
 def get(store: Store, report_id: int) -> Stored:
-    ensure(store)
     row = store.db.execute("SELECT * FROM compliance_reports WHERE id = ?", (report_id,)).fetchone()
     if row is None:
         raise ValueError(f"no compliance report {report_id}")
@@ -145,12 +113,10 @@ def get(store: Store, report_id: int) -> Stored:
 
 
 def listing(store: Store) -> list[Stored]:
-    ensure(store)
     return [Stored.from_row(r) for r in store.db.execute("SELECT * FROM compliance_reports ORDER BY id DESC")]
 
 
 def latest(store: Store) -> Stored | None:
-    ensure(store)
     row = store.db.execute("SELECT * FROM compliance_reports ORDER BY id DESC LIMIT 1").fetchone()
     return Stored.from_row(row) if row else None
 
@@ -202,7 +168,6 @@ def add_action(store: Store, report: Stored, finding: int, text: str, actor: str
 
 
 def actions(store: Store, report_id: int) -> list[Action]:
-    ensure(store)
     rows = store.db.execute("SELECT * FROM compliance_actions WHERE report = ? ORDER BY id", (report_id,))
     return [
         Action(r["id"], r["finding"], datetime.fromisoformat(r["ts"]), r["actor"], r["text"]) for r in rows

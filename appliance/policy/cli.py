@@ -9,15 +9,12 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 from appliance import audit
-from appliance.lists.lookup import ListLookup
 from appliance.lists.progress import Progress
 from appliance.policy import diff, explain, generations, inputs, rules, timetable, upkeep
-from appliance.policy.compiled import CompiledPolicy
 from appliance.policy.generations import Generation
 from appliance.policy.model import ALL_GROUPS, GROUPS, PolicyError, group_label
 from appliance.policy.schedules import Dated, Schedule, Term, Weekly
 from appliance.store import Store, add_state_dir_argument, command
-from fastpath.table import DomainTable
 
 
 def _group(text: str) -> str:
@@ -207,43 +204,22 @@ def _cmd_exam(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-def _explain(store: Store, gen: Generation, args: argparse.Namespace) -> explain.Explanation:
-    at = _when(args.at, store)
-    compiled = gen.compiled()
-    key = store.key()
-    lookup = ListLookup(key, [(r.name, r.category, r.path) for r in compiled.inputs.lists])
-    with DomainTable.open(gen.table_path, key) as table:
-        return explain.explain(
-            compiled,
-            table,
-            lookup,
-            gen.id,
-            args.name,
-            args.group,
-            at,
-            frozenset(timetable.exam_now(store, at)),
-        )
-
-
 def _cmd_explain(args: argparse.Namespace, store: Store) -> int:
+    at = _when(args.at, store)
     if args.pending:
-        compiled = CompiledPolicy.compile(inputs.from_store(store, datetime.now(UTC)))
-        with generations.preview(store, compiled, progress=Progress()) as gen:
-            result = _explain(store, gen, args)
+        result = explain.pending(store, args.name, args.group, at, Progress())
     else:
         live = generations.current(store)
         if live is None:
             raise PolicyError("no policy has been applied yet (try --pending)")
-        result = _explain(store, live, args)
+        with explain.Explainer(store, live, at) as ex:
+            result = ex.explain(args.name, args.group)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.text())
     return 0
 
 
 def _cmd_diff(args: argparse.Namespace, store: Store) -> int:
-    now = datetime.now(UTC)
-    compiled = CompiledPolicy.compile(inputs.from_store(store, now))
-    with generations.preview(store, compiled, now, Progress()) as pending:
-        lines = diff.diff(generations.current(store), pending, store.key(), now)
+    lines = diff.pending(store, datetime.now(UTC), Progress())
     print("\n".join(lines) if lines else "no changes: the working policy is the one in force")
     return 0
 

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from fastpath.table import TableBuilder
 
 from appliance.lists.entries import EntrySet
 from appliance.lists.progress import Progress
@@ -22,6 +21,7 @@ from appliance.policy import pages
 from appliance.policy.compiled import CompiledPolicy, name_rule_scopes
 from appliance.policy.model import ALL_GROUPS, GROUPS
 from appliance.store import fsync_dir
+from fastpath.table import TableBuilder
 
 TABLE = "table.bin"
 PAGES = "pages.bin"

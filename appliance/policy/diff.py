@@ -10,10 +10,13 @@ from datetime import datetime
 from typing import Any
 
 from appliance.lists.entries import EntrySet, changes
+from appliance.lists.progress import Progress
+from appliance.policy import generations
 from appliance.policy.compiled import CompiledPolicy
 from appliance.policy.generations import Generation
 from appliance.policy.inputs import ListRef
 from appliance.policy.model import CATEGORIES, GROUPS
+from appliance.store import Store
 from fastpath import verdict
 from fastpath.table import DomainTable
 
@@ -126,6 +129,12 @@ def diff(old: Generation | None, new: Generation, key: bytes, at: datetime) -> l
             lines.append(f"{what} changed: {_short(before_v)} -> {_short(after_v)}")
     section("Timetable and trust", lines)
     return out
+
+
+def pending(store: Store, at: datetime, progress: Progress | None = None) -> list[str]:
+    """What applying the working policy at at would change, against the policy in force."""
+    with generations.preview_working(store, at, progress) as working:
+        return diff(generations.current(store), working, store.key(), at)
 
 
 def _titles(categories: set[str]) -> str:

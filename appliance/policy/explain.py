@@ -3,7 +3,11 @@
 The verdict itself comes from the fast path (fastpath.verdict.decide over the generation's table),
 so the explanation can never disagree with what the data plane does; this module only names the
 lists, rules and categories behind the bits. The same Explanation feeds the block page and the web
-UI. Confidential lists are named, never their entries."""
+UI. Confidential lists are named, never their entries.
+
+    with Explainer(store, generations.current(store), at) as ex:    # the table mapped once
+        ex.explain("www.example.org", "students")
+    explain.pending(store, "www.example.org", "students", at)       # the working policy, not applied"""
 
 from __future__ import annotations
 
@@ -11,15 +15,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fastpath.names import normalise
-from fastpath.table import DomainTable
-
 from appliance.lists.catalogue import PADLOCKED_FORMATS
 from appliance.lists.lookup import ListLookup, ListMatch
+from appliance.lists.progress import Progress
+from appliance.policy import generations, timetable
 from appliance.policy.compiled import CompiledPolicy, name_rule_scopes
+from appliance.policy.generations import Generation
 from appliance.policy.model import CATEGORIES, PADLOCKED_CATEGORIES, Layer, PolicyError, check_group
 from appliance.policy.rules import Rule
+from appliance.store import Store
 from fastpath import verdict
+from fastpath.names import normalise
+from fastpath.table import DomainTable
 
 LAYER_TITLES = {
     Layer.PADLOCKED: "IWF and CTIRU lists",
@@ -209,3 +216,39 @@ def _decided_layer(v: verdict.Verdict, compiled: CompiledPolicy) -> Layer:
     if v.reason in (verdict.Reason.SCHOOL_ALLOW, verdict.Reason.SCHOOL_DENY):
         return Layer.SCHOOL
     return Layer.TRUST_DEFAULT
+
+
+class Explainer:
+    """A generation opened to explain names at one moment: its table and list files are mapped once,
+    however many names and groups are asked about."""
+
+    def __init__(self, store: Store, gen: Generation, at: datetime) -> None:
+        self.generation = gen
+        self.at = at
+        self.compiled = gen.compiled()
+        self.exam_now = frozenset(timetable.exam_now(store, at))
+        key = store.key()
+        self.lookup = ListLookup(key, [(r.name, r.category, r.path) for r in self.compiled.inputs.lists])
+        self.table = DomainTable.open(gen.table_path, key)
+
+    def explain(self, name: str, group: str) -> Explanation:
+        return explain(
+            self.compiled, self.table, self.lookup, self.generation.id, name, group, self.at, self.exam_now
+        )
+
+    def close(self) -> None:
+        self.table.close()
+
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pending(
+    store: Store, name: str, group: str, at: datetime, progress: Progress | None = None
+) -> Explanation:
+    """The verdict the working policy (changes made but not yet applied) would give at at."""
+    with generations.preview_working(store, at, progress) as gen, Explainer(store, gen, at) as ex:
+        return ex.explain(name, group)

@@ -26,7 +26,7 @@ from appliance import audit
 from appliance.lists.progress import Progress
 from appliance.policy import compiler
 from appliance.policy.compiled import Bit, CompiledPolicy
-from appliance.policy.inputs import PolicyInputs
+from appliance.policy.inputs import PolicyInputs, from_store
 from appliance.policy.model import PolicyError
 from appliance.store import Store, fsync_dir, write_atomic
 
@@ -146,6 +146,14 @@ def preview(
             yield gen
         finally:
             shutil.rmtree(gen.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def preview_working(store: Store, now: datetime, progress: Progress | None = None) -> Iterator[Generation]:
+    """The working policy (what `policy apply` would put in force at now), built but not put in
+    force: what `policy diff` and `explain --pending` judge."""
+    with preview(store, CompiledPolicy.compile(from_store(store, now)), now, progress) as gen:
+        yield gen
 
 
 def enforcement(compiled: CompiledPolicy) -> dict[str, dict[str, int]]:

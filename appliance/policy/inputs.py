@@ -66,6 +66,11 @@ class PolicyInputs:
     def without_expired(self, at: datetime) -> PolicyInputs:
         return replace(self, rules=tuple(r for r in self.rules if r.active(at)))
 
+    def with_rules(self, added: list[Rule]) -> PolicyInputs:
+        """These inputs with the added rules that they do not hold yet."""
+        held = {r.id for r in self.rules}
+        return replace(self, rules=self.rules + tuple(r for r in added if r.id not in held))
+
     def with_lists(self, refs: dict[str, ListRef]) -> PolicyInputs:
         """These inputs with each list that refs names replaced by that version (others kept)."""
         return replace(self, lists=tuple(refs.get(ref.name, ref) for ref in self.lists))

@@ -16,14 +16,13 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fastpath.table import DomainTable
-
 from appliance.policy import generations, timetable
 from appliance.policy.compiled import CompiledPolicy, Masks
 from appliance.policy.model import GROUPS
 from appliance.policy.pages import PageTable
 from appliance.store import Store
 from fastpath import verdict
+from fastpath.table import DomainTable
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,22 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastpath.names import normalise
-
 from appliance.audit import Change
 from appliance.lists import catalogue
 from appliance.lists.lookup import ListLookup, ListMatch
 from appliance.policy import trust
-from appliance.policy.model import ALL_GROUPS, GROUPS, PolicyError, check_category, check_group, group_label
+from appliance.policy.model import (
+    ALL_GROUPS,
+    CATEGORIES,
+    GROUPS,
+    PADLOCKED_CATEGORIES,
+    PolicyError,
+    check_category,
+    check_group,
+    group_label,
+)
 from appliance.store import Store
+from fastpath.names import normalise
 
 ACTIONS = ("allow", "deny")
 KINDS = ("name", "category")
@@ -116,20 +124,36 @@ def get(store: Store, rule_id: int) -> Rule:
 
 
 def padlocked_matches(store: Store, name: str, groups: tuple[str, ...]) -> list[str]:
-    """Why name cannot be opened for these groups: the padlocked lists and the trust's locked
-    domains that hold it (the lists by name only: their entries stay confidential)."""
-    padlocked = [
+    """Why name cannot be opened for these groups: the padlocked lists that hold it, the lists in a
+    category the trust has locked that hold it, and the trust's locked domains (lists are named, never
+    their entries, which may be confidential)."""
+    policy = trust.load(store.dir)
+    locked = {g: policy.locked_for(g) for g in groups}
+    held = [
         (i.name, i.category, store.lists_dir / i.entries_file)
         for i in catalogue.all_lists(store)
-        if i.entries_file and i.padlocked
+        if i.entries_file and any(i.category in categories for categories in locked.values())
     ]
-    why = [
-        f"it is on the {m.list} list" for m in _unique_lists(ListLookup(store.key(), padlocked).matches(name))
+    # Page entries of a trust-locked list leave the rest of their host to the school; the padlocked
+    # lists' never do.
+    matches = [
+        m
+        for m in ListLookup(store.key(), held).matches(name)
+        if m.kind != "page_hosts" or m.category in PADLOCKED_CATEGORIES
     ]
-    policy = trust.load(store.dir)
+    why = []
+    for m in _unique_lists(matches):
+        if m.category in PADLOCKED_CATEGORIES:
+            why.append(f"it is on the {m.list} list")
+        else:
+            title = CATEGORIES[m.category].title
+            why += [
+                f"it is on the {m.list} list ({title}), which the trust has locked for {g}"
+                for g in groups
+                if m.category in locked[g]
+            ]
     for g in groups:
-        locked = policy.locked_domains + policy.groups[g].locked_domains
-        for domain in locked:
+        for domain in policy.locked_domains + policy.groups[g].locked_domains:
             if name == domain or name.endswith("." + domain):
                 why.append(f"the trust has locked {domain} for {g}")
     return list(dict.fromkeys(why))

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastpath.names import normalise
-
 from appliance.policy.model import (
     CATEGORIES,
     GROUPS,
@@ -33,6 +31,7 @@ from appliance.policy.model import (
     check_category,
     check_group,
 )
+from fastpath.names import normalise
 
 TRUST_FILE = "trust.toml"
 
