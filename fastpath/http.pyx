@@ -8,7 +8,16 @@ import cython
 from libc.stdint cimport uint8_t
 from libc.string cimport memcmp, strlen
 
-from fastpath.names cimport MALFORMED, NAME_MAX, NEED_MORE, NO_NAME, NOT_HANDLED, OK, normalise_name
+from fastpath.names cimport (
+    MALFORMED,
+    NAME_MAX,
+    NEED_MORE,
+    NO_NAME,
+    NOT_HANDLED,
+    OK,
+    ends_in_number,
+    normalise_name,
+)
 
 from fastpath.names import ParseStatus
 
@@ -63,24 +72,6 @@ cdef inline Py_ssize_t line_end(const uint8_t* d, size_t i, size_t n) noexcept n
     if i + 1 >= n:
         return LINE_INCOMPLETE
     return <Py_ssize_t>(i + 2) if d[i + 1] == LF else LINE_BAD
-
-
-cdef bint ends_in_number(const char* name, int n) noexcept nogil:
-    # WHATWG URL: a host whose last label is a decimal or 0x-hex number is an IPv4 address (browsers
-    # read "10.1", "2130706433" and "0x7f.1" that way), and no top-level domain is numeric.
-    cdef int start = n
-    cdef int i
-    while start > 0 and name[start - 1] != 46:
-        start -= 1
-    if n - start >= 2 and name[start] == 48 and name[start + 1] == 120:
-        for i in range(start + 2, n):
-            if not is_hex(<uint8_t>name[i]):
-                return False
-        return True
-    for i in range(start, n):
-        if not is_digit(<uint8_t>name[i]):
-            return False
-    return True
 
 
 cdef int parse_authority(const uint8_t* a, size_t n, HttpRequestInfo* out) noexcept nogil:

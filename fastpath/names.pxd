@@ -31,6 +31,9 @@ cdef inline int name_char(uint8_t c) noexcept nogil:
 
 cdef int normalise_name(const uint8_t* src, size_t n, char* out) noexcept nogil
 
+# A normalised name that is really an IPv4 address: its last label is a decimal or 0x-hex number.
+cdef bint ends_in_number(const char* name, int n) noexcept nogil
+
 # A name as ASCII bytes, as clients put it on the wire: Unicode labels become IDNA A-labels (UTS #46,
 # non-transitional, as browsers do). Raises ValueError for a name IDNA refuses. Not yet normalised.
 cdef bytes ascii_name(object name)

@@ -38,6 +38,28 @@ cdef int normalise_name(const uint8_t* src, size_t n, char* out) noexcept nogil:
     return <int>n
 
 
+cdef bint ends_in_number(const char* name, int n) noexcept nogil:
+    # WHATWG URL: a host whose last label is a decimal or 0x-hex number is an IPv4 address (browsers
+    # read "10.1", "2130706433" and "0x7f.1" that way), and no top-level domain is numeric.
+    cdef int start = n
+    cdef int i
+    cdef char c
+    if n <= 0:
+        return False
+    while start > 0 and name[start - 1] != 46:
+        start -= 1
+    if n - start >= 2 and name[start] == 48 and name[start + 1] == 120:
+        for i in range(start + 2, n):
+            c = name[i]
+            if not ((c >= 48 and c <= 57) or (c >= 97 and c <= 102) or (c >= 65 and c <= 70)):
+                return False
+        return True
+    for i in range(start, n):
+        if name[i] < 48 or name[i] > 57:
+            return False
+    return True
+
+
 cdef bytes ascii_name(object name):
     if isinstance(name, bytes):
         return name

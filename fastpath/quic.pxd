@@ -6,6 +6,8 @@ from fastpath.tls cimport ClientHelloInfo
 cdef extern from "openssl/evp.h" nogil:
     ctypedef struct EVP_CIPHER_CTX:
         pass
+    ctypedef struct EVP_MD_CTX:
+        pass
 
 cdef enum:
     QUIC_V1 = 0x00000001
@@ -31,8 +33,25 @@ cdef struct InitialKeys:
 # MALFORMED for a long header that is truncated or inconsistent.
 cdef int quic_flow_key(const uint8_t* data, size_t n, QuicFlowKey* out) noexcept nogil
 
-# HKDF (RFC 9001 5.2, RFC 9369 3.3.1): 0 on success, -1 for an unknown version or a DCID over CID_MAX.
-cdef int derive_initial_keys(uint32_t version, const uint8_t* dcid, size_t dcid_len,
+# HMAC-SHA256 with a key set once: the digest states after the key's inner and outer pad blocks, copied
+# for each message, so that a key used again is not hashed again.
+cdef struct HmacKey:
+    EVP_MD_CTX* inner
+    EVP_MD_CTX* outer
+
+# libcrypto contexts that derive_initial_keys reuses from one derivation to the next (they are opaque,
+# so they cannot live on the stack). Used by one thread at a time.
+cdef struct InitialKdf:
+    EVP_MD_CTX* work        # the digest being computed
+    HmacKey secret          # keyed with the initial secret, then with the client's secret
+
+# 0, or -1 if libcrypto cannot allocate; kdf_free undoes a kdf_new that failed half way too.
+cdef int kdf_new(InitialKdf* kdf) noexcept nogil
+cdef void kdf_free(InitialKdf* kdf) noexcept nogil
+
+# HKDF (RFC 9001 5.2, RFC 9369 3.3.1): 0 on success, -1 for an unknown version, a DCID over CID_MAX
+# or a libcrypto failure.
+cdef int derive_initial_keys(InitialKdf* kdf, uint32_t version, const uint8_t* dcid, size_t dcid_len,
                              InitialKeys* out) noexcept nogil
 
 # A parsed long header of QUIC v1 or v2 (not Retry).
@@ -45,8 +64,9 @@ cdef struct LongHeader:
     size_t end              # packet length: the header up to Length, plus Length
 
 cdef class QuicInitialAssembler:
-    cdef EVP_CIPHER_CTX* aead           # AES-128-GCM, keyed once; only the nonce changes per packet
+    cdef EVP_CIPHER_CTX* aead           # AES-128-GCM, keyed once per connection; the nonce changes per packet
     cdef EVP_CIPHER_CTX* hp             # AES-128-ECB for the header-protection mask
+    cdef InitialKdf kdf
     cdef uint8_t iv[12]
     cdef uint32_t version
     cdef int64_t largest_pn             # highest authenticated packet number, -1 before the first
@@ -56,16 +76,20 @@ cdef class QuicInitialAssembler:
     cdef uint8_t crypto[CRYPTO_BUF]     # the CRYPTO stream from offset 0
     cdef ClientHelloInfo info           # valid when status is OK or NO_NAME
 
-    cdef int setup(self, uint32_t version, const uint8_t* dcid, size_t dcid_len) except -1
     cdef int unprotect(self, uint8_t* pkt, const LongHeader* h, size_t* header_len,
                        int64_t* pn) noexcept nogil
     cdef int store_crypto(self, uint64_t offset, const uint8_t* data, uint64_t length) noexcept nogil
     cdef int read_frames(self, const uint8_t* p, size_t n) noexcept nogil
     cdef int try_client_hello(self) noexcept nogil
 
-    # An assembler keyed for the flow (quic_flow_key of its first datagram): one per connection.
+    # An assembler keyed for the flow (quic_flow_key of its first datagram).
     @staticmethod
     cdef QuicInitialAssembler for_flow(const QuicFlowKey* key)
+    # Makes the assembler a new connection's, keyed by the version and DCID of its first Initial, reusing
+    # its libcrypto contexts (so a data plane can keep one per flow slot): 0, or -1 if no keys can be
+    # derived or set, and then the assembler is finally MALFORMED. Until its first reset an assembler
+    # made without __init__ holds no keys and is finally MALFORMED too.
+    cdef int reset(self, uint32_t version, const uint8_t* dcid, size_t dcid_len) noexcept nogil
     # One UDP payload: returns a ParseStatus (fastpath.names). Once the ClientHello has been parsed,
     # or the connection rejected, every later call returns that final status.
     cdef int feed_datagram(self, const uint8_t* data, size_t n) noexcept nogil

@@ -8,7 +8,7 @@ import cython
 from libc.stdint cimport uint8_t, uint16_t
 from libc.string cimport memcpy
 
-from fastpath.names cimport MALFORMED, NEED_MORE, NO_NAME, NOT_HANDLED, OK, normalise_name
+from fastpath.names cimport MALFORMED, NEED_MORE, NO_NAME, NOT_HANDLED, OK, ends_in_number, normalise_name
 
 from fastpath.names import ParseStatus
 
@@ -190,6 +190,10 @@ cdef int parse_body(const uint8_t* body, size_t n, ClientHelloInfo* out) noexcep
             return MALFORMED
         seen |= bit
         pos += ext_len
+    if out.sni_len > 0 and ends_in_number(out.sni, out.sni_len):
+        # RFC 6066 forbids an address as server_name: what it names is the IP the client connects to.
+        out.sni_len = 0
+        out.sni[0] = 0
     return OK if out.sni_len > 0 else NO_NAME
 
 

@@ -109,8 +109,10 @@ def python_tls(ns: str | None, name: str, addr: str, port: int = 443):
     return run(ns, [sys.executable, "-c", code, name, addr, str(port)], timeout=15)
 
 
-def chromium(ns: str | None, url: str, addr: str, *, quic: bool = False, timeout: float = 25):
-    """Loads url in headless chromium with every name mapped to addr. With quic, HTTP/3 is forced on."""
+def chromium(ns: str | None, url: str, addr: str, *extra: str, quic: bool = False, timeout: float = 25):
+    """Loads url in headless chromium with every name mapped to addr. With quic, HTTP/3 is forced on.
+    Certificate errors are ignored over TCP; chromium's QUIC ignores that flag, so an HTTP/3 test
+    passes --ignore-certificate-errors-spki-list=PIN in extra."""
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         host = url.split("/")[2]
         flags = [*CHROMIUM_QUIET, f"--user-data-dir={profile}", "--timeout=8000", "--dump-dom"]
@@ -118,7 +120,7 @@ def chromium(ns: str | None, url: str, addr: str, *, quic: bool = False, timeout
         flags.append("--ignore-certificate-errors")
         if quic:
             flags += ["--enable-quic", f"--origin-to-force-quic-on={host}:443"]
-        return run(ns, ["chromium", *flags, url], timeout=timeout, env=_browser_env(profile))
+        return run(ns, ["chromium", *flags, *extra, url], timeout=timeout, env=_browser_env(profile))
 
 
 def firefox_profile(profile: str, addr: str) -> None:

@@ -452,3 +452,25 @@ def test_upstream_timeout_gives_servfail(world: World) -> None:
         assert 0.9 < took < 2.5, took
     dead.stop_processes()
     assert "Traceback" not in (world.dir / "dead.log").read_text()
+
+
+def test_a_flood_of_blocks_is_answered_and_its_excess_counted(world: World) -> None:
+    """Far more blocks a second than the event ring holds: every query is still answered, the
+    writer records what the ring held, and the rest is counted in the log, not silently lost."""
+    queries = world.dir / "flood.queries"
+    queries.write_text("".join(f"n{i}.casino.lab A\n" for i in range(20000)))
+    start = datetime.now(UTC)
+    out = world.students.run("dnsperf", "-s", "10.10.0.1", "-d", str(queries), "-c", "4", "-l", "3").stdout
+    completed = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))
+    assert re.search(r"Queries lost:\s+0 ", out) and completed > 3 * 4096, out
+    log = world.dir / "filter.log"
+
+    def dropped() -> int:
+        return sum(int(n) for n in re.findall(r"block event ring full: (\d+) events", log.read_text()))
+
+    def recorded() -> int:
+        with Store(world.state) as store:
+            return events.count(store, events.Query(name="casino.lab", start=start))
+
+    wait_until(lambda: recorded() + dropped() == completed, what="every block recorded or counted")
+    assert recorded() > 0 and dropped() > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +191,32 @@ def test_school_commands_refuse_padlocked_allows(store: Store) -> None:
     with audit.change(store, "it", "sixth-form wellbeing research") as ch:
         stored = rules.add(ch, rule("staff", "allow", "selfharm.example"))
         rules.remove(ch, stored.id)
+
+
+def test_school_commands_refuse_allows_for_names_in_a_trust_locked_category(store: Store) -> None:
+    """The verdict would block them anyway, so the rule is refused rather than added to no effect."""
+    cases = [
+        (
+            "staff",
+            "www.adult-a.example",
+            "on the adult list (Pornography), which the trust has locked for staff",
+        ),
+        (
+            "students",
+            "selfharm.example",
+            "on the selfharm list (Self harm), which the trust has locked for students",
+        ),
+        (ALL_GROUPS, "selfharm.example", "which the trust has locked for students"),
+    ]
+    for group, target, message in cases:
+        with (
+            pytest.raises(PolicyError, match=re.escape(message)),
+            audit.change(store, "it", "try") as ch,
+        ):
+            rules.add(ch, rule(group, "allow", target))
+    assert rules.all_rules(store) == []
+    with compiled_policy(store, []) as (policy, table):
+        assert decide(policy, table, "www.adult-a.example", "staff").reason == verdict.Reason.PADLOCKED
 
 
 def test_trust_default_categories_and_the_group_default(store: Store) -> None:

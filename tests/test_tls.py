@@ -252,6 +252,10 @@ def test_alpn_list_is_truncated_at_a_name_boundary() -> None:
         ((0, b"\x00\x05\x00\x00\x09abc"), ParseStatus.MALFORMED),
         ((0, b"\x00\x0d\x07\x00\x03abc\x00\x00\x04a.bc"), ParseStatus.OK),  # unknown name type skipped
         ((0, b"\x00\x06\x07\x00\x03abc"), ParseStatus.NO_NAME),
+        (sni_ext(b"10.1.2.3"), ParseStatus.NO_NAME),  # an address names no host (RFC 6066)
+        (sni_ext(b"0x7f.1"), ParseStatus.NO_NAME),
+        (sni_ext(b"example.0x7g"), ParseStatus.OK),
+        (sni_ext(b"1.2.3.example"), ParseStatus.OK),
     ],
 )
 def test_server_name_extension(sni: tuple[int, bytes], status: ParseStatus) -> None:
@@ -261,7 +265,7 @@ def test_server_name_extension(sni: tuple[int, bytes], status: ParseStatus) -> N
     result = parse_handshake(join_hello(head, [*exts[:3], sni, *exts[3:]]))
     assert result.status == status
     if status == ParseStatus.OK:
-        assert result.sni in ("good.example", "a.bc")
+        assert result.sni in ("good.example", "a.bc", "example.0x7g", "1.2.3.example")
         assert normalise(result.sni) == result.sni
     else:
         assert result.sni is None

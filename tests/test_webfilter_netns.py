@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -219,17 +218,6 @@ def h3_get(client: Netns, name: str, address: str) -> subprocess.CompletedProces
     return client.run(sys.executable, "-c", H3_GET, name, address, check=False, timeout=15)
 
 
-def chromium_h3(client: Netns, url: str, address: str, spki: str) -> subprocess.CompletedProcess[str]:
-    """Chromium forced onto HTTP/3. Its QUIC stack ignores --ignore-certificate-errors (which
-    rc.chromium relies on), so the test certificate's key is pinned instead."""
-    host = url.split("/")[2]
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        flags = [*rc.CHROMIUM_QUIET, f"--user-data-dir={profile}", "--timeout=8000", "--dump-dom"]
-        flags += [f"--host-resolver-rules=MAP * {address}", f"--ignore-certificate-errors-spki-list={spki}"]
-        flags += ["--enable-quic", f"--origin-to-force-quic-on={host}:443"]
-        return rc.run(client.name, ["chromium", *flags, url], timeout=25, env=rc._browser_env(profile))
-
-
 def spki_pin(cert: Path) -> str:
     """base64(SHA-256(SubjectPublicKeyInfo)): what chromium pins a certificate by."""
     pem = x509.load_pem_x509_certificate(cert.read_bytes())
@@ -389,10 +377,11 @@ def test_chromium_post_quantum_hello_split_over_segments(gateway: Gateway, tmp_p
 
 def test_chromium_over_quic(gateway: Gateway) -> None:
     students = gateway.clients["students"]
-    allowed = chromium_h3(students, "https://allowed.test/", WEB4, gateway.spki)
+    pin = f"--ignore-certificate-errors-spki-list={gateway.spki}"
+    allowed = rc.chromium(students.name, "https://allowed.test/", WEB4, pin, quic=True)
     page = allowed.stdout
     assert "lab site allowed.test" in page and "protocol h3" in page, allowed.stderr[-2000:]
-    blocked = chromium_h3(students, "https://blocked.test/", WEB4, gateway.spki)
+    blocked = rc.chromium(students.name, "https://blocked.test/", WEB4, pin, quic=True)
     assert "lab site blocked.test" not in blocked.stdout
     assert not gateway.served("host=blocked.test")
 

@@ -132,8 +132,8 @@ def test_padlocked_sites_cannot_be_allowed_and_locked_categories_still_win(app: 
         reason="try",
     )
     assert "Not changed: refused: iwf-test.example is padlocked (it is on the iwf list)" in page
-    # A name in a category the trust has locked: the verdict order keeps it blocked whatever the rule.
-    send(
+    # A name in a category the trust has locked: refused too, and the verdict order keeps it blocked.
+    page = send(
         it,
         "/policy/rules",
         "/policy/rules",
@@ -143,11 +143,15 @@ def test_padlocked_sites_cannot_be_allowed_and_locked_categories_still_win(app: 
         action="allow",
         reason="try",
     )
+    assert (
+        "Not changed: refused: extreme.example is padlocked (it is on the extremism list (Extremism), "
+        "which the trust has locked for students)"
+    ) in page
     send(it, "/policy/apply", "/policy/review", reason="test")
     with Store(state) as store:
         targets = [r["target"] for r in store.db.execute("SELECT target FROM rules")]
         explained = policy_ops.explain_live(store, "extreme.example", "students", datetime.now(UTC))
-    assert "iwf-test.example" not in targets
+    assert "iwf-test.example" not in targets and "extreme.example" not in targets
     assert explained.action == "block" and explained.layer == 2
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from test_compliance import RESULTS, document
 from test_webui_support import (
     Mailbox,
     build_state,
@@ -25,10 +26,12 @@ from test_webui_support import (
 )
 
 from appliance import audit, events
+from appliance.compliance import reports
+from appliance.compliance.run import probing
 from appliance.events import BlockEvent
 from appliance.lists import catalogue, importer
 from appliance.store import Store
-from webui import sender
+from webui import alerts, sender
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -140,6 +143,34 @@ def test_alerts_are_raised_mailed_to_the_dsl_and_acknowledged_with_a_note(
     run_sender(state)
     assert "Not yet acknowledged (3)" in dsl.get("/alerts").get_data(as_text=True)
     mailbox.wait_for("dsl@school.test", "Safeguarding alert: 1 new blocked attempt")
+
+
+def test_compliance_probes_raise_no_alerts_during_their_runs(state: Path) -> None:
+    probe, pupil = "10.10.0.250", "10.10.0.77"
+    with Store(state) as store:
+        kept = {
+            **document(store, RESULTS),
+            "started": (NOW - timedelta(minutes=50)).isoformat(timespec="seconds"),
+            "finished": (NOW - timedelta(minutes=40)).isoformat(timespec="seconds"),
+            "probe_addresses": [probe],
+        }
+        reports.save(store, kept, "it", "termly test")
+        events.record(
+            store,
+            [
+                event("harm.example", "self_harm", ip=probe, minutes_ago=45),
+                event("iwf-test.example", "iwf", ip=probe, minutes_ago=40),
+                event("harm.example", "self_harm", ip=pupil, minutes_ago=44),
+                event("extreme.example", "extremism", ip=probe, minutes_ago=35),  # after the run
+            ],
+        )
+        sender.run_once(store)
+        with probing(store, NOW.isoformat(timespec="seconds"), [probe]):
+            events.record(store, [event("extreme.example", "extremism", ip=probe, minutes_ago=0)])
+            sender.run_once(store)
+        raised = [(a.client_ip, a.name, a.attempts) for a in alerts.listing(store, open_only=False)]
+    assert [a for a in raised if a[0] == probe] == [(probe, "extreme.example", 1)]
+    assert (pupil, "harm.example", 1) in raised
 
 
 def test_the_dashboard_charts_blocked_attempts_and_shows_list_freshness(app: Flask, state: Path) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from appliance import events
+from appliance.compliance.run import probe_windows
 from appliance.policy.model import CATEGORIES
 from appliance.store import Store, iso
 from webui import accounts, fields, mail, settings
@@ -83,12 +84,13 @@ def _transaction(store: Store) -> Iterator[None]:
 
 def raise_new(store: Store, now: datetime) -> int:
     """Turns block events logged since the last call into alerts and queues one e-mail to each DSL for
-    the new ones; returns how many alerts are new."""
+    the new ones; returns how many alerts are new. Attempts by compliance probes, during their runs,
+    are the tests' and raise none."""
     with _transaction(store):
         after = int(store.setting(CURSOR, "0"))
         upto = events.last_id(store)
         new: list[int] = []
-        for e in events.between(store, after, upto, ALERT_CATEGORIES):
+        for e in events.between(store, after, upto, ALERT_CATEGORIES, probe_windows(store, [])):
             row = store.db.execute(
                 "SELECT id FROM alerts WHERE ack_at IS NULL AND client_ip = ? AND name = ? AND category = ?"
                 " AND last_seen >= ? ORDER BY id DESC LIMIT 1",

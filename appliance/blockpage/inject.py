@@ -162,7 +162,7 @@ def answer(request: Segment, location: str) -> Answer:
     for i, chunk in enumerate(chunks):
         flags = ACK | PSH | (FIN if i == len(chunks) - 1 else 0)
         to_client.append(
-            _packet(
+            tcp_packet(
                 request.server,
                 request.client,
                 request.server_port,
@@ -174,7 +174,7 @@ def answer(request: Segment, location: str) -> Answer:
             )
         )
         seq = (seq + len(chunk)) & 0xFFFFFFFF
-    reset = _packet(
+    reset = tcp_packet(
         request.client,
         request.server,
         request.client_port,
@@ -197,19 +197,21 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _packet(
+def tcp_packet(
     src: IPAddress, dst: IPAddress, sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes
 ) -> bytes:
+    """An IP packet holding one option-less TCP segment, checksums filled in."""
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, WINDOW, 0, 0) + payload
     if src.version == 4:
-        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, TCP, len(tcp))
+        pseudo = struct.pack("!BBH", 0, TCP, len(tcp))
     else:
-        pseudo = src.packed + dst.packed + struct.pack("!I3xB", len(tcp), TCP)
-    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
-    if src.version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, TTL, TCP, 0, src.packed, dst.packed)
-        return ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + tcp
-    return struct.pack("!IHBB16s16s", 6 << 28, len(tcp), TCP, TTL, src.packed, dst.packed) + tcp
+        pseudo = struct.pack("!I3xB", len(tcp), TCP)
+    tcp_sum = checksum(src.packed + dst.packed + pseudo + tcp)
+    tcp = tcp[:16] + struct.pack("!H", tcp_sum) + tcp[18:]
+    if src.version == 6:
+        return struct.pack("!IHBB16s16s", 6 << 28, len(tcp), TCP, TTL, src.packed, dst.packed) + tcp
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, TTL, TCP, 0, src.packed, dst.packed)
+    return ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + tcp
 
 
 class Injector:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from appliance import __version__, events
@@ -14,7 +16,7 @@ from appliance.compliance.vantage import Site
 from appliance.config import Config
 from appliance.store import Store
 
-# The run under way, until its report is kept: {"started": ..., "addresses": [...]} (settings table).
+# The run under way, until its report is kept (a settings key): {"started": ..., "addresses": [...]}.
 RUNNING = "compliance.running"
 # How long a run under way is taken to probe for at most (a run killed part-way never clears it).
 LONGEST_RUN = timedelta(hours=2)
@@ -35,23 +37,25 @@ def probe_windows(store: Store, extra: list[events.Window]) -> list[events.Windo
     windows = [
         _window(r.document["started"], r.document["finished"], r.document["probe_addresses"])
         for r in reports.listing(store)
-        if r.document["probe_addresses"]
     ]
     running = store.setting(RUNNING, "")
     if running:
         under_way = json.loads(running)
         start = datetime.fromisoformat(under_way["started"])
         windows.append(events.Window(start, start + LONGEST_RUN, tuple(under_way["addresses"])))
-    return windows + [w for w in extra if w.addresses]
+    return [w for w in [*windows, *extra] if w.addresses]
 
 
-def _set_running(store: Store, value: dict[str, object] | None) -> None:
-    if value is None:
+@contextlib.contextmanager
+def probing(store: Store, started: str, addresses: list[str]) -> Iterator[None]:
+    """Marks a run under way from these addresses until its report is kept, so that the alerts raised
+    meanwhile leave its attempts out."""
+    marker = json.dumps({"started": started, "addresses": addresses})
+    store.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (RUNNING, marker))
+    try:
+        yield
+    finally:
         store.db.execute("DELETE FROM settings WHERE key = ?", (RUNNING,))
-    else:
-        store.db.execute(
-            "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (RUNNING, json.dumps(value))
-        )
 
 
 def run(
@@ -59,9 +63,7 @@ def run(
 ) -> reports.Stored:
     started = _now()
     addresses = checks.addresses_of(site)
-    # Alerts raised before the report is kept learn of the probes from this.
-    _set_running(store, {"started": started, "addresses": addresses})
-    try:
+    with probing(store, started, addresses):
         view = PolicyView(store, datetime.now(UTC))
         try:
             results = checks.run(site, testset, view, [config.group(g) for g in groups])
@@ -95,5 +97,3 @@ def run(
         failures = sum(1 for r in results if r.status == checks.Status.FAIL)
         reason = f"filtering compliance tests ({trigger}): {failures} failures"
         return reports.save(store, document, actor, reason)
-    finally:
-        _set_running(store, None)
