@@ -172,7 +172,7 @@ class PolicyFollower:
     def refresh(self) -> None:
         try:
             changed = self.live.refresh()
-        except (OSError, ValueError, KeyError) as e:  # a damaged generation: keep filtering with ours
+        except (OSError, ValueError, KeyError, sqlite3.Error) as e:  # keep filtering with the one we have
             log.error("cannot load the policy in force, keeping the current one: %s", e)
             changed = False
         lans = self._interfaces()

@@ -61,7 +61,6 @@ cdef struct Rules:
     uint64_t names_mask
     char* text
     Target* targets
-    int target_count
     int16_t action[MAX_GROUPS][MAX_FEATURES]
     bint strip[MAX_GROUPS]
     int groups

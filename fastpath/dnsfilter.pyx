@@ -1080,7 +1080,6 @@ cdef class Engine:
             wire = wire_name(name.decode("ascii"))
             memcpy(self.rules.targets[i].wire, <const char*>wire, len(wire))
             self.rules.targets[i].wire_len = len(wire)
-        self.rules.target_count = len(targets)
         for g in range(groups):
             if len(actions[g]) > MAX_FEATURES:
                 raise ValueError(f"at most {MAX_FEATURES} features")

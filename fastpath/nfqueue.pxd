@@ -1,4 +1,5 @@
 # C-level NFQUEUE consumer: the first packets of each web flow, from nfnetlink_queue to a verdict.
+from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from fastpath.names cimport NAME_BUF
 from fastpath.stream cimport FlowKey, FlowTable
@@ -98,7 +99,9 @@ cdef class Consumer:
     cdef int policy_waiting             # set (atomically) when pending holds a newer policy
     cdef FlowTable tcp
     cdef FlowTable quic
-    cdef list assemblers                # a QuicInitialAssembler per slot of the quic table
+    # A QuicInitialAssembler per slot of the quic table (owned references; NULL until the slot's first
+    # flow), reset for each flow the slot holds: pointers, so that the packet path needs no GIL.
+    cdef PyObject** assemblers
     cdef uint8_t* tcp_packets           # packets seen per slot of each table
     cdef uint8_t* quic_packets
     cdef Decided* decided
@@ -130,7 +133,7 @@ cdef class Consumer:
     cdef int handle(self, const uint8_t* data, size_t n, uint32_t mark, const uint8_t* mac) noexcept nogil
     cdef int handle_tcp(self, const Packet* p, int group, const uint8_t* mac) noexcept nogil
     cdef int handle_quic(self, const Packet* p, int group, const uint8_t* mac) noexcept nogil
-    cdef void quic_step(self, const Packet* p, QuicStep* q) noexcept with gil
+    cdef void quic_step(self, const Packet* p, QuicStep* q) noexcept nogil
     cdef int decide_name(self, const Packet* p, int group, int layer, const char* name, int n,
                          const uint8_t* path, size_t path_len, const uint8_t* mac) noexcept nogil
     cdef void check_page(self, const GroupPolicyC* g, const char* host, int n, const uint8_t* path,

@@ -12,11 +12,12 @@ import ipaddress
 import time
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset, strerror
 
-from fastpath.names cimport MALFORMED, NAME_BUF, NEED_MORE, NO_NAME, NOT_HANDLED, OK
+from fastpath.names cimport NAME_BUF, NEED_MORE, NO_NAME, NOT_HANDLED, OK
 from fastpath.quic cimport QuicFlowKey, QuicInitialAssembler, quic_flow_key
 from fastpath.stream cimport HTTP as PROTO_HTTP, TLS as PROTO_TLS, StreamResult, flow_key_set
 from fastpath.verdict import Reason
@@ -320,6 +321,17 @@ cdef class Policy:
             self.table.release()
 
 
+cdef PyObject* new_assembler() noexcept with gil:
+    """An unkeyed QuicInitialAssembler for a flow slot (an owned reference), or NULL without memory for
+    one. The only QUIC work that takes the GIL, once per slot."""
+    try:
+        assembler = QuicInitialAssembler.__new__(QuicInitialAssembler)
+    except (MemoryError, RuntimeError):
+        return NULL
+    Py_INCREF(assembler)
+    return <PyObject*>assembler
+
+
 cdef class Consumer:
     """Packets of one queue in, verdicts out. See fastpath/nfqueue.pyi."""
 
@@ -350,20 +362,25 @@ cdef class Consumer:
         self.tcp = FlowTable(max_flows, max_streams)
         # Only the table's index is used (no stream buffers): a slot per QUIC flow, its assembler beside.
         self.quic = FlowTable(max_quic, 1, 64)
-        self.assemblers = [None] * max_quic
+        self.assemblers = <PyObject**>calloc(max_quic, sizeof(PyObject*))
         self.tcp_packets = <uint8_t*>calloc(max_flows, 1)
         self.quic_packets = <uint8_t*>calloc(max_quic, 1)
         self.decided = <Decided*>calloc(DECIDED_SLOTS, sizeof(Decided))
         self.decided_mask = DECIDED_SLOTS - 1
         self.events = <BlockRecord*>calloc(EVENT_RING, sizeof(BlockRecord))
-        if (self.tcp_packets == NULL or self.quic_packets == NULL or self.decided == NULL
-                or self.events == NULL):
+        if (self.tcp_packets == NULL or self.quic_packets == NULL or self.assemblers == NULL
+                or self.decided == NULL or self.events == NULL):
             raise MemoryError()
         self.now_ms = nfq_now_ms()
         self.heartbeat_ms = self.now_ms
 
     def __dealloc__(self):
+        cdef int32_t i
         self.release()
+        if self.assemblers != NULL:
+            for i in range(self.quic.max_flows):
+                Py_XDECREF(self.assemblers[i])
+            free(self.assemblers)
         free(self.tcp_packets)
         free(self.quic_packets)
         free(self.decided)
@@ -592,40 +609,36 @@ cdef class Consumer:
         self.quic.flow_remove(q.flow)
         return v
 
-    cdef void quic_step(self, const Packet* p, QuicStep* q) noexcept with gil:
-        """Feeds the datagram to its flow's assembler, first opening the flow (a slot, and an
-        assembler keyed by this first Initial) if q.flow is -1. The assembler is let go once the flow
-        will be decided. All the QUIC work that needs the GIL, in one go."""
+    cdef void quic_step(self, const Packet* p, QuicStep* q) noexcept nogil:
+        """Feeds the datagram to its flow's assembler, first opening the flow (a slot, and the slot's
+        assembler reset with the keys of this first Initial) if q.flow is -1."""
         cdef QuicFlowKey key
-        cdef QuicInitialAssembler assembler
+        cdef PyObject* assembler
         q.name_len = 0
         if q.flow < 0:
             q.final = quic_flow_key(p.payload, p.payload_len, &key)
             if q.final != OK:
                 return
-            try:
-                assembler = QuicInitialAssembler.for_flow(&key)
-            except (MemoryError, RuntimeError, ValueError):
+            q.flow = self.quic.flow_open(&p.key, PROTO_TLS)
+            if self.assemblers[q.flow] == NULL:
+                self.assemblers[q.flow] = new_assembler()
+            assembler = self.assemblers[q.flow]
+            if (assembler == NULL
+                    or (<QuicInitialAssembler>assembler).reset(key.version, key.dcid, key.dcid_len) < 0):
+                self.quic.flow_remove(q.flow)
+                q.flow = -1
                 q.final = NEED_MORE
                 return
-            q.flow = self.quic.flow_open(&p.key, PROTO_TLS)
-            self.assemblers[q.flow] = assembler  # replacing an evicted flow's
             self.quic_packets[q.flow] = 0
         else:
-            assembler = self.assemblers[q.flow]
-            if assembler is None:  # every slot in the table has one; never trust that blindly
-                q.status = q.final = MALFORMED
-                return
+            assembler = self.assemblers[q.flow]  # every slot in the table has one, reset for its flow
         if self.quic_packets[q.flow] < 255:
             self.quic_packets[q.flow] += 1
-        with nogil:
-            q.status = assembler.feed_datagram(p.payload, p.payload_len)
-        q.final = assembler.status
+        q.status = (<QuicInitialAssembler>assembler).feed_datagram(p.payload, p.payload_len)
+        q.final = (<QuicInitialAssembler>assembler).status
         if q.final == OK:
-            q.name_len = assembler.info.sni_len
-            memcpy(q.name, assembler.info.sni, <size_t>q.name_len)
-        if q.final != NEED_MORE or self.quic_packets[q.flow] >= self.budget:
-            self.assemblers[q.flow] = None
+            q.name_len = (<QuicInitialAssembler>assembler).info.sni_len
+            memcpy(q.name, (<QuicInitialAssembler>assembler).info.sni, <size_t>q.name_len)
 
     cdef int decide_name(self, const Packet* p, int group, int layer, const char* name, int n,
                          const uint8_t* path, size_t path_len, const uint8_t* mac) noexcept nogil:

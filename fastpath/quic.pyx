@@ -7,7 +7,7 @@ derive them, remove header protection and decrypt; the AEAD tag proves the plain
 sent with those keys, so garbage never yields a name."""
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 from fastpath.names cimport MALFORMED, NEED_MORE, NO_NAME, NOT_HANDLED, OK
 from fastpath.tls cimport parse_client_hello
@@ -21,6 +21,8 @@ cdef extern from "openssl/evp.h" nogil:
     ctypedef struct EVP_MD:
         pass
     ctypedef struct OSSL_LIB_CTX:
+        pass
+    ctypedef struct OSSL_PARAM:
         pass
     enum:
         EVP_CTRL_AEAD_SET_TAG
@@ -38,11 +40,13 @@ cdef extern from "openssl/evp.h" nogil:
     int EVP_DecryptFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl)
     int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX* ctx, int type, int arg, void* ptr)
     int EVP_CIPHER_CTX_set_padding(EVP_CIPHER_CTX* ctx, int pad)
-    const EVP_MD* EVP_sha256()
-
-cdef extern from "openssl/hmac.h" nogil:
-    unsigned char* HMAC(const EVP_MD* evp_md, const void* key, int key_len, const unsigned char* d,
-                        size_t n, unsigned char* md, unsigned int* md_len)
+    EVP_MD* EVP_MD_fetch(OSSL_LIB_CTX* libctx, const char* algorithm, const char* properties)
+    EVP_MD_CTX* EVP_MD_CTX_new()
+    void EVP_MD_CTX_free(EVP_MD_CTX* ctx)
+    int EVP_MD_CTX_copy_ex(EVP_MD_CTX* out, const EVP_MD_CTX* inp)
+    int EVP_DigestInit_ex2(EVP_MD_CTX* ctx, const EVP_MD* type, const OSSL_PARAM* params)
+    int EVP_DigestUpdate(EVP_MD_CTX* ctx, const void* d, size_t cnt)
+    int EVP_DigestFinal_ex(EVP_MD_CTX* ctx, unsigned char* md, unsigned int* s)
 
 cdef extern from * nogil:
     int __builtin_popcountll(unsigned long long x)
@@ -57,6 +61,8 @@ cdef enum:
     RETRY = 3
     TAG_LEN = 16
     SAMPLE_LEN = 16
+    HASH_LEN = 32       # SHA-256
+    HASH_BLOCK = 64
     # A QUIC packet never exceeds a UDP payload; this bounds the scratch buffer a packet is decrypted in.
     PACKET_MAX = 65536
 
@@ -77,11 +83,13 @@ cdef const uint8_t* SALT_V1 = (b"\x38\x76\x2c\xf7\xf5\x59\x34\xb3\x4d\x17"
 cdef const uint8_t* SALT_V2 = (b"\x0d\xed\xe3\xde\xf7\x00\xa6\xdb\x81\x93"
                                b"\x81\xbe\x6e\x26\x9d\xcb\xf9\xbd\x2e\xd9")
 
-# Fetched once: implicit fetches inside EVP_*Init_ex would take locks on every new connection.
+# Fetched once: implicit fetches (by EVP_*Init_ex, or by name as HMAC() does) would take locks on every
+# new connection.
 cdef EVP_CIPHER* AES_128_GCM = EVP_CIPHER_fetch(NULL, b"AES-128-GCM", NULL)
 cdef EVP_CIPHER* AES_128_ECB = EVP_CIPHER_fetch(NULL, b"AES-128-ECB", NULL)
-if AES_128_GCM == NULL or AES_128_ECB == NULL:
-    raise ImportError("libcrypto has no AES-128-GCM/ECB")
+cdef EVP_MD* SHA256 = EVP_MD_fetch(NULL, b"SHA2-256", NULL)
+if AES_128_GCM == NULL or AES_128_ECB == NULL or SHA256 == NULL:
+    raise ImportError("libcrypto has no AES-128-GCM/ECB or SHA-256")
 
 
 cdef inline bint read_varint(const uint8_t* p, size_t n, size_t* pos, uint64_t* out) noexcept nogil:
@@ -153,13 +161,66 @@ cdef int quic_flow_key(const uint8_t* data, size_t n, QuicFlowKey* out) noexcept
     return OK
 
 
-cdef bint expand_label(const uint8_t* secret, const char* prefix, size_t prefix_len, const char* label,
+cdef bint hmac_key_new(HmacKey* k) noexcept nogil:
+    k.inner = EVP_MD_CTX_new()
+    k.outer = EVP_MD_CTX_new()
+    return k.inner != NULL and k.outer != NULL
+
+
+cdef void hmac_key_free(HmacKey* k) noexcept nogil:
+    EVP_MD_CTX_free(k.inner)
+    EVP_MD_CTX_free(k.outer)
+    k.inner = k.outer = NULL
+
+
+cdef bint hmac_set_key(HmacKey* k, const uint8_t* key, size_t n) noexcept nogil:
+    """Keys k (RFC 2104) with a key of at most one SHA-256 block, as every key here is."""
+    cdef uint8_t pad[HASH_BLOCK]
+    cdef size_t i
+    memset(pad, 0x36, HASH_BLOCK)
+    for i in range(n):
+        pad[i] ^= key[i]
+    if EVP_DigestInit_ex2(k.inner, SHA256, NULL) != 1 or EVP_DigestUpdate(k.inner, pad, HASH_BLOCK) != 1:
+        return False
+    for i in range(HASH_BLOCK):
+        pad[i] ^= 0x36 ^ 0x5C
+    return EVP_DigestInit_ex2(k.outer, SHA256, NULL) == 1 and EVP_DigestUpdate(k.outer, pad, HASH_BLOCK) == 1
+
+
+cdef bint hmac(EVP_MD_CTX* work, const HmacKey* k, const uint8_t* msg, size_t n, uint8_t* out) noexcept nogil:
+    """HMAC-SHA256 of msg under k into out (HASH_LEN bytes), computed in work; k is only read."""
+    cdef uint8_t inner[HASH_LEN]
+    return (EVP_MD_CTX_copy_ex(work, k.inner) == 1 and EVP_DigestUpdate(work, msg, n) == 1
+            and EVP_DigestFinal_ex(work, inner, NULL) == 1
+            and EVP_MD_CTX_copy_ex(work, k.outer) == 1 and EVP_DigestUpdate(work, inner, HASH_LEN) == 1
+            and EVP_DigestFinal_ex(work, out, NULL) == 1)
+
+
+# HKDF-Extract's HMAC keyed with each version's salt ([0] v1, [1] v2): set at import, then only read,
+# by any thread.
+cdef HmacKey SALT_KEYS[2]
+if not (hmac_key_new(&SALT_KEYS[0]) and hmac_key_new(&SALT_KEYS[1])
+        and hmac_set_key(&SALT_KEYS[0], SALT_V1, 20) and hmac_set_key(&SALT_KEYS[1], SALT_V2, 20)):
+    raise ImportError("libcrypto cannot key HMAC-SHA256")
+
+
+cdef int kdf_new(InitialKdf* kdf) noexcept nogil:
+    kdf.work = EVP_MD_CTX_new()
+    return 0 if hmac_key_new(&kdf.secret) and kdf.work != NULL else -1
+
+
+cdef void kdf_free(InitialKdf* kdf) noexcept nogil:
+    EVP_MD_CTX_free(kdf.work)
+    kdf.work = NULL
+    hmac_key_free(&kdf.secret)
+
+
+cdef bint expand_label(InitialKdf* kdf, const char* prefix, size_t prefix_len, const char* label,
                        size_t label_len, uint8_t* out, size_t out_len) noexcept nogil:
-    """HKDF-Expand-Label (RFC 8446 7.1) of the label prefix + label with an empty context, for outputs of
-    at most one SHA-256 block."""
+    """HKDF-Expand-Label (RFC 8446 7.1) under the secret kdf.secret is keyed with, of the label prefix +
+    label with an empty context, for outputs of at most one SHA-256 block."""
     cdef uint8_t info[64]
-    cdef uint8_t md[32]
-    cdef unsigned int md_len
+    cdef uint8_t md[HASH_LEN]
     cdef size_t n = 9 + prefix_len + label_len
     info[0] = 0
     info[1] = <uint8_t>out_len
@@ -169,31 +230,44 @@ cdef bint expand_label(const uint8_t* secret, const char* prefix, size_t prefix_
     memcpy(info + 9 + prefix_len, label, label_len)
     info[n] = 0       # context length
     info[n + 1] = 1   # HKDF-Expand block counter: T(1) is all that is needed
-    if HMAC(EVP_sha256(), secret, 32, info, n + 2, md, &md_len) == NULL:
+    if not hmac(kdf.work, &kdf.secret, info, n + 2, md):
         return False
     memcpy(out, md, out_len)
     return True
 
 
-cdef int derive_initial_keys(uint32_t version, const uint8_t* dcid, size_t dcid_len,
+cdef inline bint is_key_input(uint32_t version, size_t dcid_len) noexcept nogil:
+    return (version == QUIC_V1 or version == QUIC_V2) and dcid_len <= CID_MAX
+
+
+cdef int derive_initial_keys(InitialKdf* kdf, uint32_t version, const uint8_t* dcid, size_t dcid_len,
                              InitialKeys* out) noexcept nogil:
-    cdef uint8_t initial_secret[32]
-    cdef uint8_t client_secret[32]
-    cdef unsigned int md_len
+    cdef uint8_t initial_secret[HASH_LEN]
+    cdef uint8_t client_secret[HASH_LEN]
     cdef bint v2 = version == QUIC_V2
     # RFC 9369 3.3.2: v2 renames the packet-protection labels.
     cdef const char* prefix = b"quicv2 " if v2 else b"quic "
     cdef size_t prefix_len = 7 if v2 else 5
-    if (version != QUIC_V1 and not v2) or dcid_len > CID_MAX:
+    if not is_key_input(version, dcid_len):
         return -1
-    # HKDF-Extract, then the client's secret and its packet-protection keys.
-    if (HMAC(EVP_sha256(), SALT_V2 if v2 else SALT_V1, 20, dcid, dcid_len, initial_secret, &md_len) != NULL
-            and expand_label(initial_secret, b"client in", 9, b"", 0, client_secret, 32)
-            and expand_label(client_secret, prefix, prefix_len, b"key", 3, out.key, 16)
-            and expand_label(client_secret, prefix, prefix_len, b"iv", 2, out.iv, 12)
-            and expand_label(client_secret, prefix, prefix_len, b"hp", 2, out.hp, 16)):
+    # HKDF-Extract, then the client's secret, then its packet-protection keys; each secret keys the HMAC
+    # once for every expansion under it.
+    if (hmac(kdf.work, &SALT_KEYS[v2], dcid, dcid_len, initial_secret)
+            and hmac_set_key(&kdf.secret, initial_secret, HASH_LEN)
+            and expand_label(kdf, b"client in", 9, b"", 0, client_secret, HASH_LEN)
+            and hmac_set_key(&kdf.secret, client_secret, HASH_LEN)
+            and expand_label(kdf, prefix, prefix_len, b"key", 3, out.key, 16)
+            and expand_label(kdf, prefix, prefix_len, b"iv", 2, out.iv, 12)
+            and expand_label(kdf, prefix, prefix_len, b"hp", 2, out.hp, 16)):
         return 0
     return -1
+
+
+cdef key_error(uint32_t version, size_t dcid_len):
+    """The exception for keys that could not be had."""
+    if not is_key_input(version, dcid_len):
+        return ValueError(f"not a QUIC v1/v2 Initial key: version {version:#x}, DCID of {dcid_len} bytes")
+    return RuntimeError("libcrypto failed to derive or set the QUIC Initial keys")
 
 
 cdef inline int64_t decode_packet_number(int64_t largest, uint64_t truncated, int nbits) noexcept nogil:
@@ -254,38 +328,48 @@ cdef class QuicInitialAssembler:
     def __cinit__(self):
         self.aead = EVP_CIPHER_CTX_new()
         self.hp = EVP_CIPHER_CTX_new()
-        if self.aead == NULL or self.hp == NULL:
+        if self.aead == NULL or self.hp == NULL or kdf_new(&self.kdf) < 0:
             raise MemoryError()
-        self.largest_pn = -1
-        self.status = NEED_MORE
-        self.info.sni_len = -1
+        # The algorithms are set once: passing one again to EVP_*Init_ex would rebuild the context.
+        if (EVP_DecryptInit_ex(self.aead, AES_128_GCM, NULL, NULL, NULL) != 1
+                or EVP_EncryptInit_ex(self.hp, AES_128_ECB, NULL, NULL, NULL) != 1
+                or EVP_CIPHER_CTX_set_padding(self.hp, 0) != 1):
+            raise RuntimeError("libcrypto refused AES-128-GCM/ECB contexts")
+        self.status = MALFORMED  # no keys until reset
 
     def __dealloc__(self):
         EVP_CIPHER_CTX_free(self.aead)
         EVP_CIPHER_CTX_free(self.hp)
+        kdf_free(&self.kdf)
 
     def __init__(self, version: int, dcid: bytes):
-        self.setup(version, dcid, len(dcid))
-
-    cdef int setup(self, uint32_t version, const uint8_t* dcid, size_t dcid_len) except -1:
-        cdef InitialKeys keys
-        cdef bint ok
-        if derive_initial_keys(version, dcid, dcid_len, &keys) < 0:
-            raise ValueError(f"not a QUIC v1/v2 Initial key: version {version:#x}, DCID of {dcid_len} bytes")
-        self.version = version
-        memcpy(self.iv, keys.iv, 12)
-        ok = (EVP_DecryptInit_ex(self.aead, AES_128_GCM, NULL, keys.key, NULL) == 1
-              and EVP_EncryptInit_ex(self.hp, AES_128_ECB, NULL, keys.hp, NULL) == 1
-              and EVP_CIPHER_CTX_set_padding(self.hp, 0) == 1)
-        if not ok:
-            raise RuntimeError("libcrypto refused the QUIC Initial keys")
-        return 0
+        if self.reset(version, dcid, len(dcid)) < 0:
+            raise key_error(version, len(dcid))
 
     @staticmethod
     cdef QuicInitialAssembler for_flow(const QuicFlowKey* key):
         cdef QuicInitialAssembler asm = QuicInitialAssembler.__new__(QuicInitialAssembler)
-        asm.setup(key.version, key.dcid, key.dcid_len)
+        if asm.reset(key.version, key.dcid, key.dcid_len) < 0:
+            raise key_error(key.version, key.dcid_len)
         return asm
+
+    cdef int reset(self, uint32_t version, const uint8_t* dcid, size_t dcid_len) noexcept nogil:
+        cdef InitialKeys keys
+        self.largest_pn = -1
+        self.contiguous = 0
+        memset(self.have, 0, CRYPTO_WORDS * sizeof(uint64_t))
+        # Final, and of no version any packet has, until the new keys are in place: a failure here must
+        # not leave the last connection's keys in use.
+        self.status = MALFORMED
+        self.version = 0
+        if (derive_initial_keys(&self.kdf, version, dcid, dcid_len, &keys) < 0
+                or EVP_DecryptInit_ex(self.aead, NULL, NULL, keys.key, NULL) != 1
+                or EVP_EncryptInit_ex(self.hp, NULL, NULL, keys.hp, NULL) != 1):
+            return -1
+        memcpy(self.iv, keys.iv, 12)
+        self.version = version
+        self.status = NEED_MORE
+        return 0
 
     cdef int unprotect(self, uint8_t* pkt, const LongHeader* h, size_t* header_len,
                        int64_t* pn) noexcept nogil:
@@ -532,8 +616,14 @@ VERSION_2: int = QUIC_V2
 
 def initial_keys(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]:
     cdef InitialKeys keys
-    if derive_initial_keys(version, dcid, len(dcid), &keys) < 0:
-        raise ValueError(f"not a QUIC v1/v2 Initial key: version {version:#x}, DCID of {len(dcid)} bytes")
+    cdef InitialKdf kdf
+    cdef uint32_t v = version
+    cdef int result = kdf_new(&kdf)
+    if result == 0:
+        result = derive_initial_keys(&kdf, v, dcid, len(dcid), &keys)
+    kdf_free(&kdf)
+    if result < 0:
+        raise key_error(v, len(dcid))
     return (<char*>keys.key)[:16], (<char*>keys.iv)[:12], (<char*>keys.hp)[:16]
 
 

@@ -481,6 +481,51 @@ def test_keys_only_for_v1_and_v2_and_short_connection_ids() -> None:
     assert len(quic.initial_keys(V1, b"")[0]) == 16  # after a Retry the DCID may be any length
 
 
+# --- one assembler, connection after connection (as the data plane keeps one per flow slot) ---
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([V1, V2]), st.binary(max_size=20)), min_size=2, max_size=5, unique=True
+    )
+)
+def test_a_rekeyed_assembler_keeps_nothing_of_the_last_connection(
+    connections: list[tuple[int, bytes]],
+) -> None:
+    halves = [(0, 120), (120, len(RFC_HELLO))]
+    asm = quic.QuicInitialAssembler.__new__(quic.QuicInitialAssembler)
+    last: tuple[int, bytes] | None = None
+    for version, dcid in connections:
+        asm.__init__(version, dcid)  # the same libcrypto contexts, keyed for this connection
+        assert asm.status == NEED_MORE and asm.sni is None
+        first, second = (
+            protect_initial(version, dcid, pn, crypto_frame(a, RFC_HELLO[a:b]))
+            for pn, (a, b) in enumerate(halves)
+        )
+        if last is not None:
+            # The last connection's keys are gone: its Initial does not authenticate (or is of
+            # another version), and leaves this connection as it was.
+            last_version, last_packet = last
+            assert asm.feed(last_packet) == (MALFORMED if last_version == version else NOT_HANDLED)
+        # So are its CRYPTO bytes: the second half alone is not a ClientHello.
+        assert asm.feed(second) == NEED_MORE
+        check_complete(asm, asm.feed(first), "example.com")
+        last = version, second
+
+
+def test_an_assembler_without_keys_accepts_nothing() -> None:
+    unkeyed = quic.QuicInitialAssembler.__new__(quic.QuicInitialAssembler)  # as the data plane makes them
+    failed = quic.QuicInitialAssembler(V1, RFC_DCID)
+    with pytest.raises(ValueError):
+        failed.__init__(0xFF00001D, RFC_DCID)  # a failed rekey must not leave the last keys in use
+    for asm in (unkeyed, failed):
+        assert asm.status == MALFORMED
+        assert asm.open_packet(RFC_PACKETS[V1]) is None
+        assert asm.feed(RFC_PACKETS[V1]) == MALFORMED
+        assert asm.sni is None
+
+
 # --- aioquic clients ---
 
 

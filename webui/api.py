@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from appliance import audit, events
+from appliance.compliance import reports as compliance_reports
 from appliance.policy import diff as diff_mod
 from appliance.policy import explain as explain_mod
 from appliance.policy import generations, timetable
@@ -18,6 +19,7 @@ from appliance.policy.model import PolicyError
 from webui import (
     accounts,
     alerts,
+    compliance,
     db,
     logsearch,
     mail,
@@ -413,6 +415,36 @@ def changes_report() -> Response:
         raise InputError("to: must be on or after from")
     sections = audit.report(db.store(), first, last)
     return jsonify({key: [_entry(e) for e in entries] for key, entries in sections.items()})
+
+
+# --- compliance reports ----------------------------------------------------------------------------
+
+
+@bp.get(f"{V1}/compliance")
+@requires(Permission.VIEW_COMPLIANCE)
+def list_compliance_reports() -> Response:
+    store = db.store()
+    return jsonify(reports=[compliance.summary(store, r) for r in compliance_reports.listing(store)])
+
+
+@bp.get(f"{V1}/compliance/<int:report_id>")
+@requires(Permission.VIEW_COMPLIANCE)
+def get_compliance_report(report_id: int) -> Response:
+    store = db.store()
+    return jsonify(compliance.to_dict(store, compliance.checked(store, report_id)))
+
+
+@bp.get(f"{V1}/compliance/<int:report_id>/pdf")
+@requires(Permission.VIEW_COMPLIANCE)
+def compliance_report_pdf(report_id: int) -> Response:
+    return compliance.pdf_download(db.store(), report_id)
+
+
+@bp.post(f"{V1}/compliance/<int:report_id>/actions")
+@requires(Permission.VIEW_COMPLIANCE)
+def add_compliance_action(report_id: int) -> tuple[Response, int]:
+    action = compliance.add_action(db.store(), current_user(), report_id, _body(), db.now())
+    return jsonify(compliance.action_dict(action)), 201
 
 
 # --- accounts and settings -------------------------------------------------------------------------

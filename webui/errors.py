@@ -18,5 +18,9 @@ class NotFound(Exception):
     """No such thing (or none this account may see)."""
 
 
+class Tampered(Exception):
+    """A kept record no longer matches its hash or the audit trail, so it is not shown as it is."""
+
+
 # What a view turns into a message beside the form instead of an error page.
 USER_ERRORS = (InputError, PolicyError)

@@ -8,7 +8,7 @@ import logging
 from flask import Flask, Response, jsonify, render_template
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from webui.errors import NotAllowed, NotFound
+from webui.errors import NotAllowed, NotFound, Tampered
 from webui.security import is_api
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,7 @@ TITLES = {
     403: "Not allowed",
     404: "Page not found",
     405: "Not allowed",
+    409: "This record has been tampered with",
     413: "Too much was sent",
     429: "Too many attempts",
     500: "Something went wrong",
@@ -53,6 +54,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(NotFound)
     def _not_found(e: NotFound) -> tuple[Response | str, int]:
         return _answer(404, f"{str(e)[:1].upper()}{str(e)[1:]}.")
+
+    @app.errorhandler(Tampered)
+    def _tampered(e: Tampered) -> tuple[Response | str, int]:
+        return _answer(409, str(e))
 
     @app.errorhandler(Exception)
     def _fault(e: Exception) -> tuple[Response | str, int]:

@@ -192,6 +192,27 @@ OPERATIONS: dict[tuple[str, str], tuple[str, dict[str, Any] | None, tuple[str, .
         None,
         ("from", "to"),
     ),
+    ("get", "/api/v1/compliance"): ("The kept compliance reports, newest first", None, ()),
+    ("get", "/api/v1/compliance/<int:report_id>"): (
+        "One compliance report: its kept document, its numbered findings and the actions recorded "
+        "(409 if it no longer matches its hash or the audit trail)",
+        None,
+        (),
+    ),
+    ("get", "/api/v1/compliance/<int:report_id>/pdf"): (
+        "One compliance report as the PDF the DSL receives (application/pdf)",
+        None,
+        (),
+    ),
+    ("post", "/api/v1/compliance/<int:report_id>/actions"): (
+        "Record what was done about one of a report's findings (appended, never changed)",
+        _obj(
+            ["finding", "text"],
+            finding={"type": "integer", "description": "the finding's number in the report"},
+            text={"type": "string", "description": "what was done, by whom and when"},
+        ),
+        (),
+    ),
     ("get", "/api/v1/accounts"): ("Every account", None, ()),
     ("post", "/api/v1/accounts"): (
         "Add an account (its first password must be changed at first sign-in)",
@@ -300,6 +321,7 @@ def document() -> dict[str, Any]:
                 "401": {"description": "no valid session or token", "content": _ERROR},
                 "403": {"description": "the role may not do this", "content": _ERROR},
                 "404": {"description": "no such thing", "content": _ERROR},
+                "409": {"description": "a kept record that no longer matches its hash", "content": _ERROR},
             },
         }
         if body is not None:

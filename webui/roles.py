@@ -34,6 +34,7 @@ class Permission(enum.StrEnum):
     VIEW_ALERTS = "see and acknowledge safeguarding alerts"
     VIEW_REPORTS = "see the dashboard and search the logs"
     VIEW_POLICY = "see the filtering policy and the change log"
+    VIEW_COMPLIANCE = "see compliance reports and record what was done about their findings"
     EDIT_POLICY = "change the filtering policy"
     MANAGE_ACCOUNTS = "manage accounts"
     MANAGE_SETTINGS = "change the appliance's settings"
@@ -43,16 +44,22 @@ _EVERYONE = {Permission.SIGNED_IN, Permission.REQUEST_UNBLOCK}
 _STAFF = _EVERYONE | {Permission.VIEW_REQUESTS, Permission.VIEW_REPORTS, Permission.VIEW_POLICY}
 
 # Safeguarding alerts are the DSL's alone; the technical review is IT's (the trust's administrator
-# is IT too); the safeguarding approval is the DSL's alone.
+# is IT too); the safeguarding approval is the DSL's alone. Compliance reports are for IT, who acts on
+# their findings, and the DSL, who receives them.
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.TEACHER: frozenset(_EVERYONE),
-    Role.IT: frozenset(_STAFF | {Permission.REVIEW_TECHNICAL, Permission.EDIT_POLICY}),
-    Role.DSL: frozenset(_STAFF | {Permission.APPROVE_SAFEGUARDING, Permission.VIEW_ALERTS}),
+    Role.IT: frozenset(
+        _STAFF | {Permission.REVIEW_TECHNICAL, Permission.EDIT_POLICY, Permission.VIEW_COMPLIANCE}
+    ),
+    Role.DSL: frozenset(
+        _STAFF | {Permission.APPROVE_SAFEGUARDING, Permission.VIEW_ALERTS, Permission.VIEW_COMPLIANCE}
+    ),
     Role.ADMIN: frozenset(
         _STAFF
         | {
             Permission.REVIEW_TECHNICAL,
             Permission.EDIT_POLICY,
+            Permission.VIEW_COMPLIANCE,
             Permission.MANAGE_ACCOUNTS,
             Permission.MANAGE_SETTINGS,
         }

@@ -6,8 +6,11 @@ refused to everyone (fail closed), and the tests check that none is left undecla
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -37,8 +40,19 @@ HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 # Pages that an account which must change its password may still use.
 PASSWORD_CHANGE_ENDPOINTS = {"auth.password", "auth.logout", "static"}
+
+
+def csp_allowing_styles(document: str) -> str:
+    """The policy for a whole document served as it is printed (a compliance report), whose own
+    <style> elements must apply: the same, with exactly those styles allowed by their hashes."""
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(style.encode()).digest()).decode() + "'"
+        for style in _STYLE.findall(document)
+    ]
+    return CSP.replace("style-src 'self'", " ".join(["style-src", *hashes]))
 
 
 def requires(*permissions: Permission) -> Callable[[F], F]:

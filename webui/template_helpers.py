@@ -21,6 +21,7 @@ MENU = (
     ("dashboard.index", "Dashboard", Permission.VIEW_REPORTS),
     ("logs.index", "Log search", Permission.VIEW_REPORTS),
     ("policy.groups", "Filtering policy", Permission.VIEW_POLICY),
+    ("compliance.index", "Compliance", Permission.VIEW_COMPLIANCE),
     ("accounts.index", "Accounts", Permission.MANAGE_ACCOUNTS),
     ("settings.index", "Settings", Permission.MANAGE_SETTINGS),
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(report: reports.Stored) -> None:
-    counts = Counter(r["status"] for r in report.document["results"])
+    counts = report.counts
     print(
         f"compliance report {report.id}: {counts['pass']} checks passed, {counts['fail']} failed,"
         f" {counts['not tested']} not tested; {len(report.findings)} findings"
@@ -114,7 +113,7 @@ def _print_summary(report: reports.Stored) -> None:
 def _write(store: Store, report: reports.Stored, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     html = render.html(store, report)
-    paths = [out / f"compliance-report-{report.id}.html", out / f"compliance-report-{report.id}.pdf"]
+    paths = [out / f"{report.stem}.html", out / f"{report.stem}.pdf"]
     paths[0].write_text(html)
     paths[1].write_bytes(render.pdf(html))
     return paths

@@ -50,9 +50,7 @@ def message(config: Config, report: reports.Stored, sender: str, to: list[str], 
     ]
     lines += ["", f"Report SHA-256 {report.sha256} (recorded in the audit trail)."]
     msg.set_content("\n".join(lines))
-    msg.add_attachment(
-        pdf, maintype="application", subtype="pdf", filename=f"compliance-report-{report.id}.pdf"
-    )
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{report.stem}.pdf")
     return msg
 
 
@@ -84,7 +82,7 @@ def send(store: Store, config: Config, tests: TestSet, report: reports.Stored) -
         try:
             smtp, sender = _connect(store)
             with smtp:
-                smtp.send_message(message(config, report, sender, to, render.pdf(render.html(store, report))))
+                smtp.send_message(message(config, report, sender, to, render.as_pdf(store, report)))
         except (OSError, smtplib.SMTPException) as e:
             error = f"cannot send the report by e-mail: {e}"
     reports.record_mail(store, report.id, None if error else datetime.now(UTC), error)

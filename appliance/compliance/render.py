@@ -63,7 +63,7 @@ def model(store: Store, report: reports.Stored) -> dict[str, Any]:
         "matrix": matrix,
         "findings": report.findings,
         "not_tested": sorted(not_tested.items()),
-        "counts": Counter(r.status.value for r in results),
+        "counts": report.counts,
         "results_chart": charts.stacked("Checks by group: pass, fail, not tested", per_group),
         "blocked_by_category": by_category.most_common(),
         "blocked_by_group": by_group.most_common(),
@@ -76,6 +76,10 @@ def model(store: Store, report: reports.Stored) -> dict[str, Any]:
 
 def html(store: Store, report: reports.Stored) -> str:
     return _env.get_template("report.html").render(model(store, report))
+
+
+def as_pdf(store: Store, report: reports.Stored) -> bytes:
+    return pdf(html(store, report))
 
 
 def pdf(document: str) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,6 +54,16 @@ class Stored:
             mailed=datetime.fromisoformat(row["mailed"]) if row["mailed"] else None,
             mail_error=row["mail_error"],
         )
+
+    @property
+    def counts(self) -> Counter[str]:
+        """How many checks passed, failed and were not tested."""
+        return Counter(r["status"] for r in self.document["results"])
+
+    @property
+    def stem(self) -> str:
+        """The name of its HTML and PDF files, without the suffix."""
+        return f"compliance-report-{self.id}"
 
     @property
     def findings(self) -> list[dict[str, Any]]:

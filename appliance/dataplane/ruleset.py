@@ -5,8 +5,12 @@ Per packet, in hook order:
                       interface and only for sources in that LAN's subnets (anti-spoofing)
   prerouting, dstnat  redirect_dns: DNS (UDP and TCP 53) from any group to the appliance's DNS filter,
                       whatever resolver the client asked for
+  prerouting, dstnat  redirect_block_page: TCP 80 to the block addresses (dns.block_ipv4/ipv6) from any
+                      group to the block-page server (appliance.blockpage)
   forward, -10        forward: decided flows by conntrack mark; LAN to WAN only; DoT/DoQ (853) and
                       known DoH endpoints (@doh_ipv4, @doh_ipv6, filled by the DNS filter) refused;
+                      anything else to the block addresses refused at once (HTTPS to a blocked name
+                      cannot succeed: no certificate for it can be shown);
                       then the group's chain, which marks the first packets of web flows for the
                       queue and, for allowlist groups, drops everything else
   forward, 0          queue stage: queues marked packets to the fast path, natively (chain `queue`)
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.blockpage import PORT as BLOCK_PAGE_PORT
 from appliance.config import Config, Group
 from appliance.dataplane import marks
 
@@ -87,6 +92,7 @@ def build(config: Config, native_queue: bool) -> list[Json]:
         *_sets(),
         *_mark_group(config),
         *_redirect_dns(config),
+        *_redirect_block_page(config),
         *_forward(config),
         *(_native_queue(config) if native_queue else []),
         *_decide(),
@@ -145,6 +151,31 @@ def _redirect_dns(config: Config) -> list[Json]:
     ]
 
 
+def _block_addresses(config: Config) -> list[Json]:
+    """A match for each block address (IPv4, IPv6)."""
+    return [
+        _match(_payload("ip", "daddr"), str(config.dns.block_ipv4)),
+        _match(_payload("ip6", "daddr"), str(config.dns.block_ipv6)),
+    ]
+
+
+def _redirect_block_page(config: Config) -> list[Json]:
+    return [
+        _base_chain("redirect_block_page", "nat", "prerouting", -100),
+        *(
+            _rule(
+                "redirect_block_page",
+                _FROM_LAN,
+                to_block,
+                _match(_meta("l4proto"), "tcp"),
+                _match(_payload("th", "dport"), 80),
+                {"redirect": {"port": BLOCK_PAGE_PORT}},
+            )
+            for to_block in _block_addresses(config)
+        ),
+    ]
+
+
 def _forward(config: Config) -> list[Json]:
     wan = config.wan.interface
     flow_mark = _masked(_ct("mark"), marks.FLOW_MASK)
@@ -155,6 +186,13 @@ def _forward(config: Config) -> list[Json]:
         _rule("refuse", {"drop": None}),
         _rule("forward", _match(_ct("state"), "invalid", "in"), {"drop": None}),
         _rule("forward", _match(flow_mark, marks.FLOW_BLOCKED), {"goto": {"target": "refuse"}}),
+        # Port 80 to the block addresses never gets here (redirect_block_page); the rest fails at once:
+        # TCP with a reset, anything else (QUIC) with port unreachable.
+        *(
+            _rule("forward", to_block, _match(_meta("l4proto"), "tcp"), {"reject": {"type": "tcp reset"}})
+            for to_block in _block_addresses(config)
+        ),
+        *(_rule("forward", to_block, {"reject": None}) for to_block in _block_addresses(config)),
         _rule(
             "forward",
             _match(_meta("iifname"), wan),

@@ -21,6 +21,7 @@ from types import FrameType
 
 from appliance import config as config_module
 from appliance import dnsfilter, resolver, webfilter
+from appliance.blockpage import server as blockpage
 from appliance.config import Config
 from appliance.dataplane import kernel, queue, ruleset
 from appliance.dataplane.nft import Nft, NftError
@@ -30,15 +31,17 @@ from appliance.dataplane.supervisor import Service, ServiceError, Supervisor
 log = logging.getLogger(__name__)
 
 # Child services in start order; each can be left to its own systemd unit with --skip NAME.
-SERVICE_NAMES = ("resolver", "dnsfilter", "webfilter")
+SERVICE_NAMES = ("resolver", "dnsfilter", "webfilter", "blockpage")
 
 
 def services(config: Config, config_path: str, skip: set[str]) -> list[Service]:
-    """The resolver first: the DNS filter forwards to it. Then the DNS filter, then the NFQUEUE consumer."""
+    """The resolver first: the DNS filter forwards to it. Then the DNS filter, the NFQUEUE consumer and
+    the block-page server."""
     candidates = [
         resolver.service(config),
         dnsfilter.service(config, config_path),
         webfilter.service(config, config_path),
+        blockpage.service(config, config_path),
     ]
     return [s for s in candidates if s.name not in skip]
 

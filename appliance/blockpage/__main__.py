@@ -1,0 +1,5 @@
+import sys
+
+from appliance.blockpage.server import main
+
+sys.exit(main())
