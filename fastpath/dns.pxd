@@ -50,6 +50,7 @@ cdef struct DnsQuery:
     uint16_t udp_size                   # the client's advertised UDP payload size, as sent
     uint8_t edns_version
     bint dnssec_ok                      # the DO bit
+    size_t message_end                  # offset just past the last record: bytes after it are ignored
 
 # Returns a ParseStatus (fastpath.names): OK for a standard query with one question whose name follows
 # the name rules; NOT_HANDLED for a response, an opcode other than QUERY, or qdcount != 1 (out is

@@ -60,6 +60,9 @@ class Query:
     def question_end(self) -> int:
         """Offset just past the question in the message (0 when no question was parsed)."""
     @property
+    def message_end(self) -> int:
+        """Offset just past the last record when the query parsed; any bytes after it are ignored."""
+    @property
     def has_edns(self) -> bool:
         """Exactly one valid OPT record was present."""
     @property

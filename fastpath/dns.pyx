@@ -259,6 +259,7 @@ cdef int parse_query(const uint8_t* msg, size_t n, DnsQuery* out) noexcept nogil
     out.udp_size = 0
     out.edns_version = 0
     out.dnssec_ok = 0
+    out.message_end = 0
     if n < HEADER_LEN:
         return MALFORMED
     out.id = rd16(msg)
@@ -301,6 +302,7 @@ cdef int parse_query(const uint8_t* msg, size_t n, DnsQuery* out) noexcept nogil
             out.edns_version = msg[off + 6]
             out.dnssec_ok = (msg[off + 7] & 0x80) != 0
         off = end
+    out.message_end = off
     if out.opcode != 0 or out.qdcount == 0:
         return NOT_HANDLED
     return OK
@@ -783,6 +785,10 @@ cdef class Query:
     @property
     def question_end(self) -> int:
         return self.q.question_end
+
+    @property
+    def message_end(self) -> int:
+        return self.q.message_end
 
     @property
     def has_edns(self) -> bool:

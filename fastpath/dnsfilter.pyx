@@ -330,9 +330,10 @@ cdef int answer_query(const Rules* r, const State* s, Events* ev, Counters* k, c
     if p.target >= 0:
         length[0] = target_query(&r.targets[p.target], q, out, cap)
         k.rewritten += 1
-    elif n <= cap:
-        memcpy(out, msg, n)
-        length[0] = n
+    elif q.message_end <= cap:
+        # Only what was parsed goes upstream: trailing bytes could carry anything past the filter.
+        memcpy(out, msg, q.message_end)
+        length[0] = q.message_end
     return FORWARD if length[0] > 0 else DROP
 
 

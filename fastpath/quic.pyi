@@ -10,7 +10,8 @@ VERSION_2: int
 def initial_keys(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]:
     """The client's Initial (key, iv, hp) for this version and first-Initial DCID.
 
-    Raises ValueError for a version other than v1/v2 or a DCID over 20 bytes."""
+    Raises ValueError for a version other than v1/v2 or a DCID over 20 bytes (RuntimeError if libcrypto
+    fails)."""
 
 def flow_key(datagram: bytes) -> tuple[int, bytes] | None:
     """(version, DCID) if the datagram begins with a client Initial of v1 or v2, else None."""
@@ -20,7 +21,11 @@ class QuicInitialAssembler:
     reassembled by offset (out of order, overlapping, across packets and datagrams, up to 16 KiB)."""
 
     def __init__(self, version: int, dcid: bytes) -> None:
-        """Raises ValueError as initial_keys does."""
+        """Raises ValueError as initial_keys does.
+
+        Called again, it makes the assembler a new connection's, with nothing kept of the last one but
+        its libcrypto contexts (the data plane reuses assemblers so); if that raises, the assembler
+        holds no keys and its status is finally MALFORMED, as is one made by __new__ alone."""
 
     @staticmethod
     def from_datagram(datagram: bytes) -> QuicInitialAssembler | None:

@@ -1115,3 +1115,10 @@ def test_fuzz_harness_runs_clean(tmp_path: Path) -> None:
         timeout=120,
     )
     assert p.returncode == 0 and "Done 1500 in" in p.stderr, p.stderr[-3000:]
+
+
+def test_trailing_bytes_are_not_part_of_the_message() -> None:
+    """A filter forwards only what it parsed: bytes after the last record could smuggle anything."""
+    query = dns.message.make_query("trail.example.org", "A", use_edns=0).to_wire()
+    parsed = fd.parse_query(query + b"\x00smuggled")
+    assert parsed.status == ParseStatus.OK and parsed.message_end == len(query)

@@ -83,7 +83,6 @@ def render(view: View, found: Reason | None) -> tuple[int, str]:
         view=view,
         found=found,
         kind=found.kind.value if found else None,
-        group=view.group.replace("_", " ").capitalize(),
         when=f"{t:%A} {t.day} {t:%B %Y}, {t:%H:%M}",
         link=unblock_link(view) if found is not None and found.kind.can_request else None,
         css=Markup(CSS),  # our own file, allowed by its hash in the CSP
