@@ -66,7 +66,7 @@ cdef struct LongHeader:
 cdef class QuicInitialAssembler:
     cdef EVP_CIPHER_CTX* aead           # AES-128-GCM, keyed once per connection; the nonce changes per packet
     cdef EVP_CIPHER_CTX* hp             # AES-128-ECB for the header-protection mask
-    cdef InitialKdf kdf
+    cdef InitialKdf kdf                 # for deriving each connection's keys
     cdef uint8_t iv[12]
     cdef uint32_t version
     cdef int64_t largest_pn             # highest authenticated packet number, -1 before the first

@@ -29,6 +29,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 from dataclasses import dataclass
@@ -212,6 +213,8 @@ class HttpServer(http.server.ThreadingHTTPServer):
             self.app.slots.give_back(client_address[0])
 
     def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away
         log.exception("error serving a block page")
 
 
@@ -276,7 +279,8 @@ class BlockPageServer:
             while not stop.is_set():
                 try:
                     self._refresh(live)
-                except (OSError, ValueError, KeyError) as e:  # a damaged generation: keep the last one
+                # A damaged generation or a busy database: keep what was published.
+                except (OSError, ValueError, KeyError, sqlite3.Error) as e:
                     log.error("cannot load the policy in force, keeping the current one: %s", e)
                 wake.wait(REFRESH_INTERVAL)
                 wake.clear()
