@@ -55,6 +55,7 @@ class DnsSection:
     block_ipv4: ipaddress.IPv4Address
     block_ipv6: ipaddress.IPv6Address
     block_ttl: int
+    block_answer: Literal["page", "nxdomain"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ class Group:
     id: int  # 1-based position in the file; the packet mark carries it
     fail: Literal["closed", "open"]
     internet: Literal["filtered", "allowlist"]
+    # DNS settings (appliance.dnsfilter, docs/dnsfilter.md)
+    safesearch: Literal["strict", "moderate", "off"]
+    strip_ech: bool
+    block_doh_canary: bool
+    block_private_relay: bool
 
 
 @dataclass(frozen=True)
@@ -431,6 +437,7 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "block_ipv4": _Field(str, "192.0.2.1", check=_check_address(4)),
         "block_ipv6": _Field(str, "2001:db8::1", check=_check_address(6)),
         "block_ttl": _Field(int, 60, check=_check_int(0, 86400)),
+        "block_answer": _Field(str, "page", check=_check_choice("page", "nxdomain")),
     },
     "fastpath": {
         "queue": _Field(int, 0, check=_check_int(0, 65535)),
@@ -446,6 +453,10 @@ _LAN: dict[str, _Field] = {
 _GROUP: dict[str, _Field] = {
     "fail": _Field(str, "closed", check=_check_choice("closed", "open")),
     "internet": _Field(str, "filtered", check=_check_choice("filtered", "allowlist")),
+    "safesearch": _Field(str, "strict", check=_check_choice("strict", "moderate", "off")),
+    "strip_ech": _Field(bool, True),
+    "block_doh_canary": _Field(bool, True),
+    "block_private_relay": _Field(bool, True),
 }
 _TOML_TYPE_NAMES = {
     str: "a string",

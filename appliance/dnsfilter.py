@@ -30,10 +30,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 from appliance import config as config_module
 from appliance import events, resolver
@@ -103,47 +101,30 @@ def feature_names() -> dict[str, tuple[str, ...]]:
     }
 
 
-@dataclass(frozen=True)
-class GroupDns:
-    """A group's DNS settings: the [groups.NAME] keys docs/dnsfilter.md proposes for the config."""
-
-    safesearch: Literal["strict", "moderate", "off"] = "strict"
-    strip_ech: bool = True
-    block_doh_canary: bool = True
-    block_private_relay: bool = True
-
-    @classmethod
-    def of(cls, group: Group) -> GroupDns:
-        # config.Group does not carry these keys yet: the defaults apply until it does.
-        return cls(**{f.name: getattr(group, f.name) for f in fields(cls) if hasattr(group, f.name)})
-
-    def action(self, feature: str, targets: list[str]) -> int:
-        """What the group does with a feature's names, as the engine takes it: FEATURE_OFF,
-        FEATURE_NXDOMAIN, or the index of a CNAME target in targets."""
-        if feature in SAFE_TARGETS:
-            if self.safesearch == "off":
-                return dnsfilter.FEATURE_OFF
-            return targets.index(SAFE_TARGETS[feature][self.safesearch])
-        on = self.block_doh_canary if feature == "doh_canary" else self.block_private_relay
-        return dnsfilter.FEATURE_NXDOMAIN if on else dnsfilter.FEATURE_OFF
+def feature_action(group: Group, feature: str, targets: list[str]) -> int:
+    """What the group does with a feature's names (its [groups.NAME] DNS settings), as the engine takes
+    it: FEATURE_OFF, FEATURE_NXDOMAIN, or the index of a CNAME target in targets."""
+    if feature in SAFE_TARGETS:
+        if group.safesearch == "off":
+            return dnsfilter.FEATURE_OFF
+        return targets.index(SAFE_TARGETS[feature][group.safesearch])
+    on = group.block_doh_canary if feature == "doh_canary" else group.block_private_relay
+    return dnsfilter.FEATURE_NXDOMAIN if on else dnsfilter.FEATURE_OFF
 
 
 def new_engine(config: Config, upstream_timeout: float = UPSTREAM_TIMEOUT) -> dnsfilter.Engine:
     names = feature_names()
-    settings = [GroupDns.of(g) for g in config.groups]
     targets = sorted({t for by_level in SAFE_TARGETS.values() for t in by_level.values()})
-    # [dns] block_answer = "nxdomain" is proposed; until config.DnsSection has it, the block page.
-    nxdomain = getattr(config.dns, "block_answer", "page") == "nxdomain"
     return dnsfilter.Engine(
         len(config.groups),
         block_ipv4=str(config.dns.block_ipv4),
         block_ipv6=str(config.dns.block_ipv6),
-        nxdomain=nxdomain,
+        nxdomain=config.dns.block_answer == "nxdomain",
         ttl=config.dns.block_ttl,
         special_names={name: i for i, group in enumerate(names.values()) for name in group},
         targets=targets,
-        actions=[[dns.action(feature, targets) for feature in names] for dns in settings],
-        strip_ech=[dns.strip_ech for dns in settings],
+        actions=[[feature_action(g, feature, targets) for feature in names] for g in config.groups],
+        strip_ech=[g.strip_ech for g in config.groups],
         upstream_timeout=upstream_timeout,
         events=EVENT_RING,
     )

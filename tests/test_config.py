@@ -82,6 +82,36 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.fastpath.queues == range(0, 1)
     assert cfg.fastpath.packets_per_flow == 6
     assert cfg.group("students").internet == "filtered"
+    assert cfg.dns.block_answer == "page"
+    students = cfg.group("students")
+    assert (students.safesearch, students.strip_ech, students.block_doh_canary) == ("strict", True, True)
+    assert students.block_private_relay is True
+
+
+def test_per_group_dns_settings_and_block_answer(tmp_path: Path) -> None:
+    path = tmp_path / "appliance.toml"
+    text = MINIMAL.replace("[wan]", '[dns]\nblock_answer = "nxdomain"\n\n[wan]') + textwrap.dedent("""
+        safesearch = "moderate"
+        strip_ech = false
+
+        [groups.specialist]
+        fail = "open"
+        safesearch = "off"
+        block_doh_canary = false
+        block_private_relay = false
+        """)
+    path.write_text(text)
+    cfg = config.load(path)
+    assert cfg.dns.block_answer == "nxdomain"
+    students, specialist = cfg.group("students"), cfg.group("specialist")
+    assert (students.safesearch, students.strip_ech) == ("moderate", False)
+    assert (students.block_doh_canary, students.block_private_relay) == (True, True)
+    assert specialist.safesearch == "off"
+    assert (specialist.strip_ech, specialist.block_doh_canary, specialist.block_private_relay) == (
+        True,
+        False,
+        False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,6 +162,41 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
             "cannot fail open",
         ),
         ("[groups.students]", "[groups.Students]", "groups.Students", 13, "lower-case"),
+        (
+            'fail = "closed"',
+            'fail = "closed"\nsafesearch = "safe"',
+            "groups.students.safesearch",
+            15,
+            "must be one of 'strict', 'moderate', 'off', not 'safe'",
+        ),
+        (
+            'fail = "closed"',
+            'fail = "closed"\nstrip_ech = "yes"',
+            "groups.students.strip_ech",
+            15,
+            "must be true or false",
+        ),
+        (
+            'fail = "closed"',
+            'fail = "closed"\nblock_doh_canary = 1',
+            "groups.students.block_doh_canary",
+            15,
+            "must be true or false",
+        ),
+        (
+            'fail = "closed"',
+            'fail = "closed"\nblock_private_relay = "no"',
+            "groups.students.block_private_relay",
+            15,
+            "must be true or false",
+        ),
+        (
+            "[wan]",
+            '[dns]\nblock_answer = "refused"\n\n[wan]',
+            "dns.block_answer",
+            6,
+            "must be one of 'page', 'nxdomain', not 'refused'",
+        ),
         ("[wan]", "[firewall]\nx = 1\n\n[wan]", "firewall", 5, "unknown section"),
     ],
 )

@@ -441,7 +441,7 @@ class GroupRun:
             self._circumvented(check, name, bool(answer.addresses), answer.words(), "no address")
 
     def _safe_search(self) -> None:
-        level = dnsfilter.GroupDns.of(self.group).safesearch
+        level = self.group.safesearch
         features = dnsfilter.feature_names()
         for name in self.testset.safe_search:
             feature = next((f for f in dnsfilter.SAFE_TARGETS if name in features[f]), None)

@@ -230,7 +230,8 @@ def _forward(config: Config) -> list[Json]:
 def _group(config: Config, group: Group) -> list[Json]:
     chain = group_chain(group)
     queue_bit = marks.QUEUE_FAIL_CLOSED if group.fail == "closed" else marks.QUEUE_FAIL_OPEN
-    return [
+    web = _match({"concat": [_meta("l4proto"), _payload("th", "dport")]}, "@web")
+    rules = [
         _obj("counter", name=chain),
         _obj("chain", name=chain),
         _rule(chain, {"counter": chain}),
@@ -238,15 +239,23 @@ def _group(config: Config, group: Group) -> list[Json]:
         # current packet, so the first has 1).
         _rule(
             chain,
-            _match({"concat": [_meta("l4proto"), _payload("th", "dport")]}, "@web"),
+            web,
             _match(_ct("packets", "original"), config.fastpath.packets_per_flow, "<="),
             _set_mark(queue_bit),
             {"accept": None},
         ),
-        # A filtered group's later packets pass; an allowlist group's pass only if the fast path
-        # allowed the flow (FLOW_ALLOWED, accepted earlier in `forward`).
-        _rule(chain, {"accept": None} if group.internet == "filtered" else {"drop": None}),
     ]
+    if group.fail == "closed":
+        # A web flow still undecided past its first packets was missed by the fast path (restarted,
+        # evicted, queue overflow), or its verdict is still on the way: dropped, not reset, so that in
+        # the second case TCP resends it once the flow's conntrack mark is set. Decided flows never get
+        # here (`forward` accepts or refuses them by their mark); a fail-closed group never passes one
+        # unfiltered.
+        rules.append(_rule(chain, web, {"drop": None}))
+    # A filtered group's other traffic passes; an allowlist group's passes only if the fast path
+    # allowed the flow (FLOW_ALLOWED, accepted earlier in `forward`).
+    rules.append(_rule(chain, {"accept": None} if group.internet == "filtered" else {"drop": None}))
+    return rules
 
 
 def queue_target(config: Config) -> Json:
@@ -276,6 +285,12 @@ def _decide() -> list[Json]:
     verdict = _masked(_meta("mark"), marks.VERDICT_MASK)
     return [
         _base_chain("decide", "filter", "forward", DECIDE_PRIORITY),
+        # A packet queued before its flow was blocked, and accepted without a verdict of its own.
+        _rule(
+            "decide",
+            _match(_masked(_ct("mark"), marks.FLOW_MASK), marks.FLOW_BLOCKED),
+            {"goto": {"target": "refuse"}},
+        ),
         _rule("decide", _match(verdict, marks.VERDICT_ALLOW), flow_mark_set(marks.FLOW_ALLOWED)),
         _rule(
             "decide",
