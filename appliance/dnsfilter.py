@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import sqlite3
@@ -36,7 +37,11 @@ from pathlib import Path
 from appliance import config as config_module
 from appliance import events, resolver
 from appliance.config import Config, Group
+from appliance.dataplane import ruleset
+from appliance.dataplane.nft import Nft, NftError
 from appliance.dataplane.supervisor import Service
+from appliance.lists import catalogue, importer
+from appliance.lists.sources import FetchError
 from appliance.policy.compiled import CompiledPolicy
 from appliance.policy.live import LivePolicy, Snapshot
 from appliance.store import Store
@@ -53,6 +58,10 @@ EVENT_RING = 4096  # block events waiting for the writer; beyond that they are c
 EVENT_CHUNK = 1024  # block events per transaction
 EVENT_RETENTION = timedelta(days=90)
 PRUNE_INTERVAL = 3600.0
+# The policy category whose names are DoH (and DoT) endpoints, and how often their addresses are looked
+# up again: half the nftables sets' timeout, so an address that still resolves never lapses.
+DOH_CATEGORY = "doh_dot"
+DOH_REFRESH = ruleset.DOH_TIMEOUT / 2
 TCP_IDLE_TIMEOUT = 10.0
 TCP_MAX_CONNECTIONS = 256
 RECEIVE_BUFFER = 4 << 20  # bursts of queries wait in the kernel, not on the floor
@@ -233,11 +242,18 @@ class EventWriter(threading.Thread):
     """Drains the engine's block events into SQLite, off the hot path: the loop never waits for it,
     and what the ring cannot hold is counted by the engine and reported here."""
 
-    def __init__(self, engine: dnsfilter.Engine, follower: PolicyFollower, retention: timedelta) -> None:
+    def __init__(
+        self,
+        engine: dnsfilter.Engine,
+        follower: PolicyFollower,
+        retention: timedelta,
+        doh: DohAddresses | None = None,
+    ) -> None:
         super().__init__(name="dnsfilter-events", daemon=True)
         self.engine = engine
         self.follower = follower
         self.retention = retention
+        self.doh = doh  # told of each name blocked in the DoH category
         self.groups = [g.name for g in follower.config.groups]
         self.neighbours = Neighbours()
         self.written = 0
@@ -264,6 +280,10 @@ class EventWriter(threading.Thread):
             if not batch:
                 break
             rows = [self._event(*raw) for raw in batch]
+            if self.doh is not None:
+                for row in rows:
+                    if row.category == DOH_CATEGORY:
+                        self.doh.blocked(row.name)
             try:
                 self.written += events.record(store, rows)
             except sqlite3.Error as e:
@@ -301,6 +321,118 @@ class EventWriter(threading.Thread):
             rule=verdict.Reason(reason).name,
             category=category,
             mac=self.neighbours.mac(client),
+        )
+
+
+# --- DoH endpoints by address ----------------------------------------------------------------------
+
+
+class DohAddresses(threading.Thread):
+    """Keeps the ruleset's doh_ipv4 and doh_ipv6 sets holding the addresses of known DoH endpoints, so
+    that a client which already knows an endpoint's address (and so never asks DNS for it) is still
+    refused on 443. Off the hot path: it resolves through the appliance's own unbound, which answers
+    unfiltered, and writes the sets with python-nftables, each address for the sets' timeout
+    (ruleset.DOH_TIMEOUT), renewed while the name still resolves to it.
+
+    Which names: the names of the lists in the DoH category in the policy in force, read in clear from
+    their sources (a DoH list is not confidential; a source is read again only once an import has
+    changed it), each that the policy blocks for at least one group; resolved at start, on every new
+    policy and every DOH_REFRESH. And every name the filter blocks in that category, resolved as
+    soon as its block event is written: a list entry covers its subdomains, which no list can name."""
+
+    def __init__(self, follower: PolicyFollower) -> None:
+        super().__init__(name="dnsfilter-doh", daemon=True)
+        self.follower = follower
+        self.upstream = follower.config.dns.upstream
+        self.asked: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._done = threading.Event()
+        self._names: dict[tuple[str, str | None], list[str]] = {}  # (list, source digest) -> names
+        self._resolved: dict[str, float] = {}  # name -> when its addresses were last added
+        self._nft_error: str | None = None
+
+    def stop(self) -> None:
+        self._done.set()
+        self._wake.set()
+
+    def blocked(self, name: str) -> None:
+        """A query for name was blocked in the DoH category: resolve it soon (called by the writer)."""
+        self.asked.put(name)
+        self._wake.set()
+
+    def run(self) -> None:
+        nft = Nft()
+        generation = None
+        due = 0.0
+        with Store(self.follower.config.appliance.state_dir) as store:
+            while not self._done.is_set():
+                snap = self.follower.live.snapshot  # one attribute read; the snapshot is immutable
+                names = []
+                if snap is not None and (snap.generation != generation or time.monotonic() >= due):
+                    generation, due = snap.generation, time.monotonic() + DOH_REFRESH
+                    names = self._listed(store, snap)
+                while not self.asked.empty():
+                    name = self.asked.get()
+                    if time.monotonic() - self._resolved.get(name, -DOH_REFRESH) >= DOH_REFRESH:
+                        names.append(name)
+                self._add(nft, list(dict.fromkeys(names)))
+                self._wake.wait(REFRESH_INTERVAL)  # a new policy is noticed within a second
+                self._wake.clear()
+
+    def _listed(self, store: Store, snap: Snapshot) -> list[str]:
+        """The names of the policy's DoH lists that it blocks for at least one group."""
+        names: list[str] = []
+        for ref in snap.compiled.inputs.lists:
+            if ref.category != DOH_CATEGORY:
+                continue
+            try:
+                info = catalogue.get(store, ref.name)
+                key = (info.name, info.source_sha256)
+                if key not in self._names:
+                    self._names = {k: v for k, v in self._names.items() if k[0] != info.name}
+                    self._names[key] = importer.read_names(info, store.lists_dir)
+            except (ValueError, OSError, FetchError, importer.ImportFailed, sqlite3.Error) as e:
+                log.warning("DoH endpoints: cannot read the names of list %s: %s", ref.name, e)
+                continue
+            names += self._names[key]
+        policies = [snap.policies[g.name] for g in self.follower.config.groups if g.name in snap.policies]
+        return [
+            n
+            for n in names
+            if any(verdict.decide(snap.table, n, p).action == verdict.Action.BLOCK for p in policies)
+        ]
+
+    def _add(self, nft: Nft, names: list[str]) -> None:
+        if not names:
+            return
+        found: dict[str, set[str]] = {"doh_ipv4": set(), "doh_ipv6": set()}
+        for name in names:
+            for address in resolver.lookup(self.upstream, name):
+                found["doh_ipv6" if ":" in address else "doh_ipv4"].add(address)
+            self._resolved[name] = time.monotonic()
+        commands = []
+        for set_name, addresses in found.items():
+            if addresses:
+                element = {"family": ruleset.FAMILY, "table": ruleset.TABLE, "name": set_name}
+                element["elem"] = sorted(addresses)
+                # Add (so that the delete finds it), delete, add: each address gets a fresh timeout.
+                commands += [{"add": {"element": element}}, {"delete": {"element": element}}]
+                commands.append({"add": {"element": element}})
+        if not commands:
+            return
+        try:
+            nft.run(commands)
+        except NftError as e:
+            if str(e) != self._nft_error:  # said once, not every refresh (say, no table yet)
+                log.warning("DoH endpoints: cannot update the nftables sets: %s", e)
+            self._nft_error = str(e)
+            return
+        self._nft_error = None
+        log.info(
+            "DoH endpoints: %d names, %d IPv4 and %d IPv6 addresses refused on 443",
+            len(names),
+            len(found["doh_ipv4"]),
+            len(found["doh_ipv6"]),
         )
 
 
@@ -461,7 +593,8 @@ class DnsFilter:
         self.upstream.connect((str(upstream.address), upstream.port))
         self.follower = PolicyFollower(self.engine, config)
         self.follower.refresh()
-        self.writer = EventWriter(self.engine, self.follower, retention)
+        self.doh = DohAddresses(self.follower)
+        self.writer = EventWriter(self.engine, self.follower, retention, self.doh)
         self.tcp_server = TcpServer(self.engine, upstream, upstream_timeout)
         self.wake = threading.Event()  # the main loop's: refresh now (SIGHUP), or stop
         self.failed = False
@@ -507,6 +640,7 @@ class DnsFilter:
         for thread in threads:
             thread.start()
         self.writer.start()
+        self.doh.start()
         log.info("serving DNS on port %d for %d groups", self.config.dns.listen_port, len(self.config.groups))
         try:
             while not stop.is_set() and udp.is_alive():
@@ -520,6 +654,8 @@ class DnsFilter:
                 thread.join()
             self.writer.stop()
             self.writer.join()
+            self.doh.stop()
+            self.doh.join(timeout=UPSTREAM_TIMEOUT)
             self.close()
         log.info("stopped: %s, %d block events recorded", self.engine.stats(), self.writer.written)
         return 1 if self.failed else 0

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from appliance.store import Store
+from appliance.store import Store, iso
 
 LAYERS = ("dns", "tls", "quic", "http")
 
@@ -73,17 +73,13 @@ class BlockEvent:
         )
 
 
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def ensure(store: Store) -> None:
     store.db.executescript(SCHEMA)
 
 
 def record(store: Store, batch: Iterable[BlockEvent]) -> int:
     """Appends a batch of events in one transaction; returns how many."""
-    rows = [(_iso(e.ts), e.client_ip, e.mac, e.group, e.name, e.category, e.layer, e.rule) for e in batch]
+    rows = [(iso(e.ts), e.client_ip, e.mac, e.group, e.name, e.category, e.layer, e.rule) for e in batch]
     for row in rows:
         if row[6] not in LAYERS:
             raise ValueError(f"event layer {row[6]!r} is not one of {', '.join(LAYERS)}")
@@ -125,10 +121,10 @@ class Query:
             args.append(self.group)
         if self.start:
             clauses.append("ts >= ?")
-            args.append(_iso(self.start))
+            args.append(iso(self.start))
         if self.end:
             clauses.append("ts < ?")
-            args.append(_iso(self.end))
+            args.append(iso(self.end))
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
@@ -159,7 +155,7 @@ def per_hour(store: Store, start: datetime, end: datetime) -> dict[datetime, int
     rows = store.db.execute(
         "SELECT substr(ts, 1, 13) AS hour, COUNT(*) AS n FROM block_events WHERE ts >= ? AND ts < ?"
         " GROUP BY hour",
-        (_iso(start), _iso(end)),
+        (iso(start), iso(end)),
     )
     return {datetime.fromisoformat(r["hour"] + ":00:00+00:00"): r["n"] for r in rows}
 
@@ -177,7 +173,7 @@ def totals(
         f"SELECT COALESCE({column}, '') AS value, COUNT(*) AS n FROM block_events"
         f" WHERE ts >= ? AND ts < ? AND COALESCE(category, '') NOT IN ({marks})"
         " GROUP BY value ORDER BY n DESC, value LIMIT ?",
-        (_iso(start), _iso(end), *skip, limit),
+        (iso(start), iso(end), *skip, limit),
     )
     return [(r["value"], r["n"]) for r in rows]
 
@@ -203,7 +199,7 @@ def _outside(windows: Iterable[Window]) -> tuple[str, list[Any]]:
     for w in windows:
         marks = ", ".join("?" * len(w.addresses))
         clauses.append(f"NOT (ts >= ? AND ts <= ? AND client_ip IN ({marks}))")
-        args += [_iso(w.start), _iso(w.end), *w.addresses]
+        args += [iso(w.start), iso(w.end), *w.addresses]
     return " AND ".join(clauses), args
 
 
@@ -231,7 +227,7 @@ def by_group_and_category(
     rows = store.db.execute(
         "SELECT grp, COALESCE(category, '') AS category, COUNT(*) AS n FROM block_events"
         f" WHERE ts >= ? AND ts < ? AND {skip} GROUP BY grp, category ORDER BY grp, category",
-        (_iso(start), _iso(end), *skip_args),
+        (iso(start), iso(end), *skip_args),
     )
     return [(r["grp"], r["category"], r["n"]) for r in rows]
 

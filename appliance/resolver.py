@@ -8,6 +8,7 @@ configuration and becomes unbound); in the lab and tests `appliance run` supervi
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import secrets
 import shutil
@@ -23,6 +24,7 @@ from appliance.dataplane.supervisor import Service
 UNBOUND = "/usr/sbin/unbound"
 # Debian's dns-root-data: the IANA root trust anchor, seed for unbound's RFC 5011 tracking.
 ROOT_TRUST_ANCHOR = Path("/usr/share/dns/root.key")
+TYPE_A, TYPE_AAAA = 1, 28
 
 
 def directory(config: Config) -> Path:
@@ -90,9 +92,7 @@ def answers(host: str, port: int, timeout: float = 0.2) -> bool:
     """Whether a DNS server answers there: an A query for localhost, which unbound answers from its
     built-in local zone, without recursing or forwarding."""
     query_id = secrets.randbits(16)
-    query = (
-        struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + b"\x09localhost\x00" + struct.pack("!HH", 1, 1)
-    )
+    query = _question("localhost", TYPE_A, query_id)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
@@ -102,6 +102,61 @@ def answers(host: str, port: int, timeout: float = 0.2) -> bool:
         except OSError:
             return False
     return len(reply) >= 12 and struct.unpack("!H", reply[:2])[0] == query_id
+
+
+def _question(name: str, qtype: int, query_id: int) -> bytes:
+    """A recursive query (RD) for name's qtype records, class IN."""
+    labels = b"".join(bytes([len(label)]) + label for label in name.encode("ascii").split(b"."))
+    header = struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0)
+    return header + labels + b"\0" + struct.pack("!HH", qtype, 1)
+
+
+def _skip_name(message: bytes, pos: int) -> int:
+    while message[pos] & 0xC0 != 0xC0 and message[pos] != 0:
+        pos += 1 + message[pos]
+    return pos + (2 if message[pos] & 0xC0 == 0xC0 else 1)
+
+
+def _addresses(message: bytes, query_id: int, qtype: int) -> list[str]:
+    """The qtype records of a NOERROR answer (a CNAME chain's included), [] for anything else."""
+    size = 4 if qtype == TYPE_A else 16
+    try:
+        got_id, flags, questions, answers = struct.unpack_from("!HHHH", message)
+        if got_id != query_id or flags & 0x800F != 0x8000:  # a response, RCODE 0
+            return []
+        pos = 12
+        for _ in range(questions):
+            pos = _skip_name(message, pos) + 4
+        found = []
+        for _ in range(answers):
+            pos = _skip_name(message, pos)
+            rtype, rclass, _ttl, length = struct.unpack_from("!HHIH", message, pos)
+            pos += 10
+            if rtype == qtype and rclass == 1 and length == size:
+                found.append(str(ipaddress.ip_address(message[pos : pos + length])))
+            pos += length
+        return found
+    except (IndexError, struct.error):
+        return []
+
+
+def lookup(server: config_module.Endpoint, name: str, timeout: float = 2.0) -> list[str]:
+    """The IPv4 and IPv6 addresses of name (normalised) from the DNS server at server (the appliance's
+    own unbound, which recurses unfiltered), IPv4 first; what it cannot find in time is left out.
+    For the control plane's own look-ups, never for clients' queries."""
+    family = socket.AF_INET6 if server.address.version == 6 else socket.AF_INET
+    found: list[str] = []
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((str(server.address), server.port))
+        for qtype in (TYPE_A, TYPE_AAAA):
+            query_id = secrets.randbits(16)
+            try:
+                sock.send(_question(name, qtype, query_id))
+                found += _addresses(sock.recv(4096), query_id, qtype)
+            except OSError:
+                continue
+    return found
 
 
 def service(config: Config) -> Service:

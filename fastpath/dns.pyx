@@ -8,7 +8,15 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
-from fastpath.names cimport MALFORMED, NAME_BUF, NEED_MORE, NOT_HANDLED, OK, name_char, normalise_name
+from fastpath.names cimport (
+    MALFORMED,
+    NAME_BUF,
+    NEED_MORE,
+    NOT_HANDLED,
+    OK,
+    normalise_label,
+    normalise_name,
+)
 
 import socket
 
@@ -156,28 +164,6 @@ cdef int walk_name(const uint8_t* msg, size_t n, size_t off, uint8_t* wire, Name
         pos = seg = target
 
 
-cdef int wire_to_name(const uint8_t* wire, char* out) noexcept nogil:
-    """Writes the normalised presentation form of a walked wire name to out (NAME_BUF bytes) and
-    returns its length, or -1 if a byte is outside the host-name rules of names.pxd."""
-    cdef size_t i = 0
-    cdef size_t j
-    cdef int o = 0
-    cdef int c
-    while wire[i] != 0:
-        if o:
-            out[o] = 46
-            o += 1
-        for j in range(i + 1, i + 1 + wire[i]):
-            c = name_char(wire[j])
-            if c < 0:
-                return -1
-            out[o] = <char>c
-            o += 1
-        i += 1 + wire[i]
-    out[o] = 0
-    return o
-
-
 cdef int name_to_wire(const char* name, size_t n, uint8_t* wire) noexcept nogil:
     """Writes a host name (presentation form, validated and normalised) to wire (WIRE_NAME_MAX
     bytes) and returns the wire length, or -1 if the name is invalid or the root."""
@@ -240,8 +226,40 @@ cdef bint edns_options_ok(const uint8_t* msg, size_t pos, size_t end) noexcept n
     return pos == end
 
 
+cdef Py_ssize_t read_qname(const uint8_t* msg, size_t n, char* name) noexcept nogil:
+    """Reads the question name at HEADER_LEN in one pass: its labels checked as walk_name checks
+    them, their bytes normalised into name (NAME_BUF bytes, NUL-terminated) by the rules of
+    names.pxd. Returns the offset just past the name, or -1 if it is malformed or invalid.
+
+    The name is always in place: a compression pointer in it would have to point before its own
+    start, into the header, which walk_name refuses too."""
+    cdef size_t pos = HEADER_LEN
+    cdef int o = 0
+    cdef uint8_t c
+    cdef uint8_t bad = 0
+    while True:
+        if pos >= n:
+            return -1
+        c = msg[pos]
+        if c == 0:
+            break
+        # a length byte (pointers and the reserved types are 64 or more), its label within the
+        # message, and room for at least the root label after it within WIRE_NAME_MAX
+        if c >= 64 or c >= n - pos or pos - HEADER_LEN + 1 + c >= WIRE_NAME_MAX:
+            return -1
+        if o:
+            name[o] = 46
+            o += 1
+        bad |= normalise_label(msg + pos + 1, c, name + o)
+        o += c
+        pos += 1 + c
+    if bad:
+        return -1
+    name[o] = 0
+    return pos + 1
+
+
 cdef int parse_query(const uint8_t* msg, size_t n, DnsQuery* out) noexcept nogil:
-    cdef NameWalk w
     cdef size_t off = HEADER_LEN
     cdef size_t rdata
     cdef Py_ssize_t end
@@ -270,17 +288,17 @@ cdef int parse_query(const uint8_t* msg, size_t n, DnsQuery* out) noexcept nogil
     if out.flags & FLAG_QR or out.qdcount > 1:
         return NOT_HANDLED
     if out.qdcount == 1:
-        if walk_name(msg, n, off, out.qname_wire, &w, NULL) < 0 or n - w.end < 4:
-            return MALFORMED
-        i = wire_to_name(out.qname_wire, out.name)
-        if i < 0:
+        end = read_qname(msg, n, out.name)
+        if end < 0 or n - end < 4:
             out.name[0] = 0
             return MALFORMED
-        out.name_len = i
-        out.qname_wire_len = w.wire_len
-        out.qtype = rd16(msg + w.end)
-        out.qclass = rd16(msg + w.end + 2)
-        off = out.question_end = w.end + 4
+        out.qname_wire_len = end - HEADER_LEN
+        # the presentation form lacks the first length byte and the root label
+        out.name_len = out.qname_wire_len - 2 if out.qname_wire_len > 1 else 0
+        memcpy(out.qname_wire, msg + HEADER_LEN, out.qname_wire_len)
+        out.qtype = rd16(msg + end)
+        out.qclass = rd16(msg + end + 2)
+        off = out.question_end = end + 4
         out.has_question = 1
     # Answer and authority are empty in a normal query but skipped properly (UPDATE, oddities).
     for i in range(rd16(msg + 6) + rd16(msg + 8)):

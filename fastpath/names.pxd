@@ -16,18 +16,42 @@ cpdef enum ParseStatus:
     MALFORMED = 3     # cannot be a valid message of this protocol
     NOT_HANDLED = 4   # valid, but not something this parser classifies (e.g. a DNS response, QUIC Retry)
 
-cdef inline int name_char(uint8_t c) noexcept nogil:
-    """The normalised form of one name byte, or -1 if the byte cannot appear in a host name.
+cdef extern from *:
+    """
+    /* The normalised form of each byte in a host-name label: letters (lower-cased), digits, hyphen
+       and underscore (SRV/DMARC style labels). Every other byte (space, NUL, dot, 8-bit) maps to
+       0x80, which no valid byte has, so a label is checked by OR-ing its mapped bytes, without a
+       branch per byte. */
+    #define SG_LETTER(c) [(c) - 32] = (c), [c] = (c)
+    static const uint8_t sg_label_chars[256] __attribute__((unused)) = {
+        [0 ... 255] = 0x80,
+        ['-'] = '-', ['_'] = '_',
+        ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',
+        ['5'] = '5', ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
+        SG_LETTER('a'), SG_LETTER('b'), SG_LETTER('c'), SG_LETTER('d'), SG_LETTER('e'), SG_LETTER('f'),
+        SG_LETTER('g'), SG_LETTER('h'), SG_LETTER('i'), SG_LETTER('j'), SG_LETTER('k'), SG_LETTER('l'),
+        SG_LETTER('m'), SG_LETTER('n'), SG_LETTER('o'), SG_LETTER('p'), SG_LETTER('q'), SG_LETTER('r'),
+        SG_LETTER('s'), SG_LETTER('t'), SG_LETTER('u'), SG_LETTER('v'), SG_LETTER('w'), SG_LETTER('x'),
+        SG_LETTER('y'), SG_LETTER('z'),
+    };
+    #undef SG_LETTER
+    """
+    const uint8_t LABEL_CHARS "sg_label_chars"[256]
 
-    Letters, digits, hyphen and underscore (SRV/DMARC style labels) are accepted; anything else
-    (spaces, NULs, dots inside labels, 8-bit bytes) marks the name invalid."""
-    if c >= 97 and c <= 122:
-        return c
-    if c >= 65 and c <= 90:
-        return c + 32
-    if (c >= 48 and c <= 57) or c == 45 or c == 95:
-        return c
-    return -1
+cdef enum:
+    NOT_LABEL_CHAR = 0x80   # what LABEL_CHARS holds for a byte no label may contain
+
+cdef inline uint8_t normalise_label(const uint8_t* src, size_t n, char* out) noexcept nogil:
+    """Writes the normalised form of a label's n bytes to out; returns NOT_LABEL_CHAR if one of them
+    cannot appear in a host name (out then holds junk), else 0. The length is the caller's to check."""
+    cdef size_t i
+    cdef uint8_t c
+    cdef uint8_t seen = 0
+    for i in range(n):
+        c = LABEL_CHARS[src[i]]
+        out[i] = <char>c
+        seen |= c
+    return seen & NOT_LABEL_CHAR
 
 cdef int normalise_name(const uint8_t* src, size_t n, char* out) noexcept nogil
 

@@ -12,27 +12,27 @@ cdef int normalise_name(const uint8_t* src, size_t n, char* out) noexcept nogil:
     Returns its length, or -1 if the name is invalid: an empty label, a label over 63 bytes,
     a name over 253 bytes, or a byte that no host name may contain. out needs NAME_BUF bytes."""
     cdef size_t i
-    cdef int c
-    cdef int label = 0
+    cdef size_t start = 0   # the current label's first byte
+    cdef uint8_t c
+    cdef uint8_t seen = 0
     if n > 0 and src[n - 1] == 46:  # one trailing dot is the fully-qualified form
         n -= 1
     if n > NAME_MAX:
         return -1
+    # Label lengths are checked at the dots only, and bytes through the table without a branch each:
+    # the one branch per byte (dot or not) is taken a few times per name.
     for i in range(n):
-        if src[i] == 46:
-            if label == 0:
+        c = src[i]
+        if c == 46:
+            if i - start - 1 >= LABEL_MAX:  # unsigned: an empty label wraps round too
                 return -1
-            label = 0
             out[i] = 46
-            continue
-        c = name_char(src[i])
-        if c < 0:
-            return -1
-        label += 1
-        if label > LABEL_MAX:
-            return -1
-        out[i] = <char>c
-    if n > 0 and label == 0:
+            start = i + 1
+        else:
+            c = LABEL_CHARS[c]
+            out[i] = <char>c
+            seen |= c
+    if (n > 0 and n - start - 1 >= LABEL_MAX) or seen & NOT_LABEL_CHAR:
         return -1
     out[n] = 0
     return <int>n

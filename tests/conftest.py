@@ -1,1 +1,57 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures. A module overrides one by defining its own of the same name, which may
+take the shared one as an argument to build on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from test_webui_support import Mailbox, build_state, copy_state, make_app, smtp_server, use_smtp
+
+from appliance import audit
+from appliance.lists import catalogue, importer
+from appliance.store import Store
+
+LISTS = Path(__file__).parent / "data" / "lists"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh store with the test IWF list and UT1's gambling category imported (no policy yet)."""
+    with Store(tmp_path / "state") as s:
+        with audit.change(s, "it", "setup") as ch:
+            catalogue.add(ch, "iwf", "iwf", None, str(LISTS / "iwf.txt"), None)
+            catalogue.add(ch, "gambling", "ut1", "gambling", str(LISTS / "ut1" / "gambling"), None)
+        for name in ("iwf", "gambling"):
+            importer.update(s, name, "it", "setup")
+        yield s
+
+
+# The web UI's tests: one state directory built per module (slow: real lists and a policy apply),
+# copied afresh for each test.
+
+
+@pytest.fixture(scope="module")
+def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_state(tmp_path_factory.mktemp(request.module.__name__))
+
+
+@pytest.fixture
+def state(template: Path, tmp_path: Path) -> Path:
+    return copy_state(template, tmp_path)
+
+
+@pytest.fixture
+def app(state: Path) -> Flask:
+    return make_app(state)
+
+
+@pytest.fixture
+def mailbox(state: Path) -> Iterator[Mailbox]:
+    """A real SMTP server on loopback that the appliance's mail settings point at."""
+    with smtp_server() as (box, port):
+        with Store(state) as store:
+            use_smtp(store, port)
+        yield box

@@ -45,7 +45,10 @@ BLOCK4, BLOCK6 = "192.0.2.1", "2001:db8::1"
 WEBUI = "https://gateway.school.example"
 SCHOOL = "Block Page Test Academy"
 # The IWF's standard wording (appliance/blockpage/templates/page.html).
-IWF_TEXT = "may contain indecent images of children as identified by the Internet Watch Foundation"
+IWF_TEXT = (
+    "Access has been denied by your internet access provider because this page may contain indecent "
+    "images of children as identified by the Internet Watch Foundation."
+)
 
 CONFIG = """
 [appliance]

@@ -308,7 +308,7 @@ def test_curl_takes_the_injected_redirect(three: Path3, web, block: str) -> None
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert result.stdout == f"302 http://{block}/?site=casino.test"
-        assert any(line.startswith("injected") for line in log)
+        assert wait_for(lambda: any(line.startswith("injected") for line in log))
         # The server got no request, and its side of the connection was reset.
         assert wait_for(lambda: len(three.server_log) > before), "the server saw nothing"
         assert three.server_log[before:] == ["reset"]

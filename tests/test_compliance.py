@@ -4,27 +4,23 @@ no network namespaces; tests/test_compliance_lab.py probes the lab."""
 
 from __future__ import annotations
 
-import email
-import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from PIL import Image
+from test_webui_support import smtp_server, use_smtp
 
 from appliance import audit
 from appliance.compliance import checks, notify, render, reports, schedule, testset
 from appliance.compliance.expect import PolicyView, expect
 from appliance.config import parse
-from appliance.lists import catalogue, importer
 from appliance.policy import generations, inputs, rules, timetable
 from appliance.policy.rules import Rule
 from appliance.policy.schedules import Term
 from appliance.store import Store
 
-DATA = Path(__file__).parent / "data" / "lists"
 CONFIG = """
 [appliance]
 name = "Test Academy"
@@ -36,17 +32,6 @@ group = "students"
 subnets = ["10.10.0.0/24"]
 [groups.students]
 """
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    with Store(tmp_path / "state") as s:
-        with audit.change(s, "it", "setup") as ch:
-            catalogue.add(ch, "iwf", "iwf", None, str(DATA / "iwf.txt"), None)
-            catalogue.add(ch, "gambling", "ut1", "gambling", str(DATA / "ut1" / "gambling"), None)
-        for name in ("iwf", "gambling"):
-            importer.update(s, name, "it", "setup")
-        yield s
 
 
 def apply(store: Store, reason: str = "test") -> generations.Generation:
@@ -278,36 +263,15 @@ def test_schedule_runs_once_a_term_and_after_each_policy_change(store: Store) ->
 
 
 def test_report_is_emailed_with_its_pdf(store: Store) -> None:
-    received: list[bytes] = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-            received.append(envelope.content)
-            return "250 OK"
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with audit.change(store, "admin", "mail") as ch:
-            for key, value in (
-                ("mail.host", "127.0.0.1"),
-                ("mail.port", str(port)),
-                ("mail.security", "none"),
-                ("mail.sender", "gateway@school.example"),
-            ):
-                ch.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+    with smtp_server() as (box, port):
+        use_smtp(store, port)
         apply(store)
         report = reports.save(store, document(store, RESULTS), "alice", "termly test")
         config = parse(CONFIG)
         tests = testset.parse({"report": {"email": ["dsl@school.example"]}}, "test")
         assert notify.send(store, config, tests, report) is None
-    finally:
-        controller.stop()
-    assert len(received) == 1
-    message = email.message_from_bytes(received[0])
+    assert len(box.messages) == 1
+    message = box.messages[0]
     assert message["To"] == "dsl@school.example" and "2 FINDINGS" in message["Subject"]
     attachments = [p for p in message.walk() if p.get_content_type() == "application/pdf"]
     assert len(attachments) == 1 and attachments[0].get_payload(decode=True).startswith(b"%PDF")

@@ -10,32 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_webui_support import (
-    PASSWORD,
-    add_user,
-    build_state,
-    client,
-    copy_state,
-    csrf,
-    make_app,
-    post,
-    sign_in,
-)
+from flask import Flask
+from test_webui_support import PASSWORD, add_user, client, csrf, make_app, post, sign_in
 
 from appliance.store import Store, iso
 from webui import accounts
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_state(tmp_path_factory.mktemp("webui-auth"))
-
-
-@pytest.fixture
-def state(template: Path, tmp_path: Path) -> Path:
-    return copy_state(template, tmp_path)
 
 
 def _create_admin(state: Path, *extra: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
@@ -48,6 +29,13 @@ def _create_admin(state: Path, *extra: str, password: str = PASSWORD) -> subproc
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=60,
     )
+
+
+def user_id(state: Path, username: str) -> int:
+    with Store(state) as store:
+        user = accounts.find(store, username)
+    assert user is not None
+    return user.id
 
 
 def test_first_start_asks_for_an_administrator_from_the_console(tmp_path: Path) -> None:
@@ -81,8 +69,8 @@ def test_first_start_asks_for_an_administrator_from_the_console(tmp_path: Path) 
     ]
 
 
-def test_session_cookie_is_secure_httponly_samesite_and_host_only(state: Path) -> None:
-    c = client(make_app(state))
+def test_session_cookie_is_secure_httponly_samesite_and_host_only(app: Flask) -> None:
+    c = client(app)
     response = sign_in(c, "teacher")
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("__Host-sgw=")
@@ -91,8 +79,8 @@ def test_session_cookie_is_secure_httponly_samesite_and_host_only(state: Path) -
     assert "Domain=" not in cookie and "Expires=" not in cookie
 
 
-def test_security_headers_on_pages_api_and_errors(state: Path) -> None:
-    c = client(make_app(state))
+def test_security_headers_on_pages_api_and_errors(app: Flask) -> None:
+    c = client(app)
     sign_in(c, "teacher")
     for path in ("/login", "/requests", "/api/v1/me", "/no-such-page", "/static/style.css"):
         headers = c.get(path).headers
@@ -105,8 +93,7 @@ def test_security_headers_on_pages_api_and_errors(state: Path) -> None:
             assert headers["Cache-Control"] == "no-store"
 
 
-def test_wrong_passwords_lock_the_account_and_the_admin_can_unlock_it(state: Path) -> None:
-    app = make_app(state)
+def test_wrong_passwords_lock_the_account_and_the_admin_can_unlock_it(app: Flask, state: Path) -> None:
     c = client(app)
     for _ in range(accounts.ACCOUNT_FAILURES):
         response = sign_in(c, "teacher", "not the password at all")
@@ -119,15 +106,12 @@ def test_wrong_passwords_lock_the_account_and_the_admin_can_unlock_it(state: Pat
     admin = client(app)
     assert sign_in(admin, "admin").status_code == 302
     assert "Unlock" in admin.get("/accounts").get_data(as_text=True)
-    with Store(state) as store:
-        teacher = accounts.find(store, "teacher")
-    assert teacher is not None
-    post(admin, f"/accounts/{teacher.id}/unlock", {}, "/accounts")
+    post(admin, f"/accounts/{user_id(state, 'teacher')}/unlock", {}, "/accounts")
     assert sign_in(c, "teacher").status_code == 302
 
 
-def test_unknown_user_names_are_answered_like_known_ones(state: Path) -> None:
-    c = client(make_app(state))
+def test_unknown_user_names_are_answered_like_known_ones(app: Flask) -> None:
+    c = client(app)
     known = sign_in(c, "teacher", "wrong password here")
     unknown = sign_in(c, "nobody-here", "wrong password here")
     assert known.status_code == unknown.status_code == 401
@@ -139,8 +123,7 @@ def test_unknown_user_names_are_answered_like_known_ones(state: Path) -> None:
     assert "is locked" in sign_in(c, "nobody-here", "wrong password here").get_data(as_text=True)
 
 
-def test_many_failures_from_one_address_are_refused_but_not_other_computers(state: Path) -> None:
-    app = make_app(state)
+def test_many_failures_from_one_address_are_refused_but_not_other_computers(app: Flask) -> None:
     attacker = client(app, "10.10.0.66")
     for i in range(accounts.ADDRESS_FAILURES):
         assert sign_in(attacker, f"guess{i}", "wrong password here").status_code == 401
@@ -152,8 +135,7 @@ def test_many_failures_from_one_address_are_refused_but_not_other_computers(stat
 
 
 @pytest.mark.parametrize("column", ["last_seen", "created"])
-def test_sessions_time_out_when_idle_and_absolutely(state: Path, column: str) -> None:
-    app = make_app(state)
+def test_sessions_time_out_when_idle_and_absolutely(app: Flask, state: Path, column: str) -> None:
     c = client(app)
     sign_in(c, "teacher")
     assert c.get("/requests").status_code == 200
@@ -168,8 +150,7 @@ def test_sessions_time_out_when_idle_and_absolutely(state: Path, column: str) ->
         assert store.db.execute("SELECT COUNT(*) FROM web_sessions").fetchone()[0] == 0
 
 
-def test_sign_out_ends_the_session_on_the_server(state: Path) -> None:
-    app = make_app(state)
+def test_sign_out_ends_the_session_on_the_server(app: Flask) -> None:
     c = client(app)
     sign_in(c, "teacher")
     stolen = c.get_cookie("__Host-sgw")
@@ -180,8 +161,7 @@ def test_sign_out_ends_the_session_on_the_server(state: Path) -> None:
     assert thief.get("/requests").status_code == 302
 
 
-def test_a_first_password_must_be_changed_before_anything_else(state: Path) -> None:
-    app = make_app(state)
+def test_a_first_password_must_be_changed_before_anything_else(app: Flask, state: Path) -> None:
     with Store(state) as store:
         add_user(store, "newbie", "teacher", must_change=True)
     c = client(app)
@@ -204,18 +184,14 @@ def test_a_first_password_must_be_changed_before_anything_else(state: Path) -> N
     assert sign_in(client(app), "newbie", new).status_code == 302
 
 
-def test_switched_off_accounts_cannot_sign_in_and_lose_their_sessions(state: Path) -> None:
-    app = make_app(state)
+def test_switched_off_accounts_cannot_sign_in_and_lose_their_sessions(app: Flask, state: Path) -> None:
     c = client(app)
     sign_in(c, "teacher")
     admin = client(app)
     sign_in(admin, "admin")
-    with Store(state) as store:
-        teacher = accounts.find(store, "teacher")
-    assert teacher is not None
     post(
         admin,
-        f"/accounts/{teacher.id}",
+        f"/accounts/{user_id(state, 'teacher')}",
         {"display_name": "T", "email": "teacher@school.test", "role": "teacher", "disabled": "yes"},
         "/accounts",
     )
@@ -224,26 +200,22 @@ def test_switched_off_accounts_cannot_sign_in_and_lose_their_sessions(state: Pat
     assert refused.status_code == 401 and "switched off" in refused.get_data(as_text=True)
 
 
-def test_the_only_administrator_cannot_be_demoted(state: Path) -> None:
-    app = make_app(state)
+def test_the_only_administrator_cannot_be_demoted(app: Flask, state: Path) -> None:
     admin = client(app)
     sign_in(admin, "admin")
-    with Store(state) as store:
-        me = accounts.find(store, "admin")
-    assert me is not None
+    me = user_id(state, "admin")
     post(
         admin,
-        f"/accounts/{me.id}",
+        f"/accounts/{me}",
         {"display_name": "A", "email": "a@school.test", "role": "teacher"},
         "/accounts",
     )
     assert "only administrator" in admin.get("/accounts").get_data(as_text=True)
     with Store(state) as store:
-        assert accounts.get(store, me.id).role.value == "admin"
+        assert accounts.get(store, me).role.value == "admin"
 
 
-def test_login_redirects_only_to_pages_on_this_site(state: Path) -> None:
-    app = make_app(state)
+def test_login_redirects_only_to_pages_on_this_site(app: Flask) -> None:
     for target, expected in (
         ("/requests/new?site=games.example", "/requests/new?site=games.example"),
         ("https://evil.example/", "/"),

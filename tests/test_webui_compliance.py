@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from test_compliance import RESULTS, document
-from test_webui_support import build_state, copy_state, csrf, make_app, signed_in
+from test_webui_support import csrf, signed_in
 
 from appliance import audit
 from appliance.compliance import render, reports
@@ -19,21 +19,11 @@ from appliance.store import Store
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    state = build_state(tmp_path_factory.mktemp("webui-compliance"))
-    with Store(state) as store:
+def template(template: Path) -> Path:
+    """The shared template with one compliance report kept."""
+    with Store(template) as store:
         reports.save(store, document(store, RESULTS), "it", "termly test")
-    return state
-
-
-@pytest.fixture
-def state(template: Path, tmp_path: Path) -> Path:
-    return copy_state(template, tmp_path)
-
-
-@pytest.fixture
-def app(state: Path) -> Flask:
-    return make_app(state)
+    return template
 
 
 def test_it_and_the_dsl_see_the_reports_and_record_what_was_done(app: Flask, state: Path) -> None:

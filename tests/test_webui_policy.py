@@ -9,10 +9,9 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from test_webui_support import build_state, client, copy_state, csrf, make_app, signed_in
+from test_webui_support import client, csrf, signed_in
 
 from appliance import audit, config
 from appliance.policy import generations
@@ -23,26 +22,19 @@ from webui.app import create_app
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "appliance.toml"
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_state(tmp_path_factory.mktemp("webui-policy"))
-
-
-@pytest.fixture
-def state(template: Path, tmp_path: Path) -> Path:
-    return copy_state(template, tmp_path)
-
-
-@pytest.fixture
-def app(state: Path) -> Flask:
-    return make_app(state)
-
-
 def send(c: FlaskClient, path: str, page: str, **data: str) -> str:
     """Posts a form as the browser would and returns the page it leads to (with its message)."""
     response = c.post(path, data={**data, "csrf_token": csrf(c, page)})
     assert response.status_code == 302, response.get_data(as_text=True)
     return c.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def add_rule(
+    c: FlaskClient, action: str, target: str, reason: str, page: str = "/policy/rules", **more: str
+) -> str:
+    """Adds a school rule (by default on a name, for students) with the form on page."""
+    fields = {"kind": "name", "group": "students", **more}
+    return send(c, "/policy/rules", page, action=action, target=target, reason=reason, **fields)
 
 
 def verdict(state: Path, name: str, group: str) -> str:
@@ -81,17 +73,7 @@ def test_groups_show_vlans_categories_and_padlocks(state: Path) -> None:
 
 def test_a_category_change_waits_for_review_then_applies(app: Flask, state: Path) -> None:
     it = signed_in(app, "it")
-    page = send(
-        it,
-        "/policy/rules",
-        "/policy",
-        kind="category",
-        target="games",
-        group="students",
-        action="allow",
-        reason="Games design club",
-        back="groups",
-    )
+    page = add_rule(it, "allow", "games", "Games design club", "/policy", kind="category", back="groups")
     assert "Rule added. It is not in force until you review and apply" in page
     assert "Some changes are not in force yet" in page
     students = page.split('id="categories"')[1]
@@ -121,28 +103,10 @@ def test_a_category_change_waits_for_review_then_applies(app: Flask, state: Path
 
 def test_padlocked_sites_cannot_be_allowed_and_locked_categories_still_win(app: Flask, state: Path) -> None:
     it = signed_in(app, "it")
-    page = send(
-        it,
-        "/policy/rules",
-        "/policy/rules",
-        kind="name",
-        target="iwf-test.example",
-        group="students",
-        action="allow",
-        reason="try",
-    )
+    page = add_rule(it, "allow", "iwf-test.example", "try")
     assert "Not changed: refused: iwf-test.example is padlocked (it is on the iwf list)" in page
     # A name in a category the trust has locked: refused too, and the verdict order keeps it blocked.
-    page = send(
-        it,
-        "/policy/rules",
-        "/policy/rules",
-        kind="name",
-        target="extreme.example",
-        group="students",
-        action="allow",
-        reason="try",
-    )
+    page = add_rule(it, "allow", "extreme.example", "try")
     assert (
         "Not changed: refused: extreme.example is padlocked (it is on the extremism list (Extremism), "
         "which the trust has locked for students)"
@@ -225,17 +189,7 @@ def test_schedules_and_terms_are_checked_and_saved(app: Flask) -> None:
         reason="x",
     )
     assert "ends (2026-12-01) before it starts (2027-01-05)" in page
-    page = send(
-        it,
-        "/policy/rules",
-        "/policy/rules",
-        kind="name",
-        target="club.example",
-        group="students",
-        action="allow",
-        schedule="lunch",
-        reason="chess club",
-    )
+    page = add_rule(it, "allow", "club.example", "chess club", schedule="lunch")
     assert "during lunch" in page
     assert "schedule &#39;lunch&#39; is used by rule" in send(
         it, "/policy/schedules/lunch/remove", "/policy/schedules", reason="x"
@@ -257,16 +211,7 @@ def test_explain_shows_the_layers(app: Flask) -> None:
 
 def test_the_change_log_reports_and_detects_tampering(app: Flask, state: Path) -> None:
     it = signed_in(app, "it")
-    send(
-        it,
-        "/policy/rules",
-        "/policy/rules",
-        kind="name",
-        target="news.example",
-        group="*",
-        action="deny",
-        reason="fake news site",
-    )
+    add_rule(it, "deny", "news.example", "fake news site", group="*")
     today = datetime.now(UTC).date().isoformat()
     page = it.get(f"/policy/changes?from={today}&to={today}").get_data(as_text=True)
     assert "The log is intact" in page

@@ -7,23 +7,13 @@ import csv
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from test_compliance import RESULTS, document
-from test_webui_support import (
-    Mailbox,
-    build_state,
-    copy_state,
-    csrf,
-    make_app,
-    signed_in,
-    smtp_server,
-    use_smtp,
-)
+from test_webui_support import Mailbox, csrf, signed_in
 
 from appliance import audit, events
 from appliance.compliance import reports
@@ -49,14 +39,9 @@ def event(
     return BlockEvent(NOW - timedelta(minutes=minutes_ago), ip, group, name, layer, rule, category, mac)
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_state(tmp_path_factory.mktemp("webui-reports"))
-
-
 @pytest.fixture
-def state(template: Path, tmp_path: Path) -> Path:
-    state = copy_state(template, tmp_path)
+def state(state: Path) -> Path:
+    """The shared state with a mix of block events logged."""
     with Store(state) as store:
         events.ensure(store)
         events.record(
@@ -74,19 +59,6 @@ def state(template: Path, tmp_path: Path) -> Path:
             ],
         )
     return state
-
-
-@pytest.fixture
-def mailbox(state: Path) -> Iterator[Mailbox]:
-    with smtp_server() as (box, port):
-        with Store(state) as store:
-            use_smtp(store, port)
-        yield box
-
-
-@pytest.fixture
-def app(state: Path) -> Flask:
-    return make_app(state)
 
 
 def run_sender(state: Path) -> None:

@@ -6,24 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from test_webui_support import (
-    Mailbox,
-    build_state,
-    client,
-    copy_state,
-    csrf,
-    free_port,
-    make_app,
-    signed_in,
-    smtp_server,
-    use_smtp,
-)
+from test_webui_support import Mailbox, client, csrf, free_port, signed_in, smtp_server, use_smtp
 
 from appliance import audit
 from appliance.policy import generations, rules, timetable, upkeep
@@ -31,29 +19,6 @@ from appliance.store import Store
 from webui import policy_ops, sender, unblock
 
 TEACHER, IT, DSL, ADMIN = (f"{r}@school.test" for r in ("teacher", "it", "dsl", "admin"))
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_state(tmp_path_factory.mktemp("webui-requests"))
-
-
-@pytest.fixture
-def state(template: Path, tmp_path: Path) -> Path:
-    return copy_state(template, tmp_path)
-
-
-@pytest.fixture
-def mailbox(state: Path) -> Iterator[Mailbox]:
-    with smtp_server() as (box, port):
-        with Store(state) as store:
-            use_smtp(store, port)
-        yield box
-
-
-@pytest.fixture
-def app(state: Path) -> Flask:
-    return make_app(state)
 
 
 def deliver(state: Path) -> None:

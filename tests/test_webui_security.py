@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from test_webui_support import build_state, client, copy_state, csrf, make_app, signed_in
+from test_webui_support import client, csrf, signed_in
 
 from appliance import audit
 from appliance.store import Store
@@ -39,21 +39,6 @@ HOSTILE = [
     "'; DROP TABLE rules; --",
     '=HYPERLINK("http://evil.example")',
 ]
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_state(tmp_path_factory.mktemp("webui-security"))
-
-
-@pytest.fixture
-def state(template: Path, tmp_path: Path) -> Path:
-    return copy_state(template, tmp_path)
-
-
-@pytest.fixture
-def app(state: Path) -> Flask:
-    return make_app(state)
 
 
 def routes(app: Flask) -> Iterator[tuple[str, str, str]]:

@@ -2,8 +2,10 @@
 (dig for DNS, DoT and DoH; curl for HTTPS and HTTP; the lab's aioquic client for HTTP/3).
 
 An outcome is ok only when the client reached the real lab server for that name unchanged: the lab's own
-address in DNS, the site's own page over the web. Anything else (a block answer, a safe-search CNAME,
-a refused connection) is reported as what the client saw."""
+address in DNS, the site's own page from the site's own address over the web. Anything else (a block
+answer, a safe-search CNAME, the block page, a refused connection) is reported as what the client saw.
+Beside it, when the gateway runs the appliance, is what the policy in force says (`policy explain`),
+so the table shows both what should happen and what does."""
 
 from __future__ import annotations
 
@@ -15,18 +17,23 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from appliance.lab import netns
+from appliance.lab import gateway, netns
 from appliance.lab.sites import Internet
 from appliance.lab.topology import Client, Lab
+from appliance.policy import generations
+from appliance.policy.explain import Explainer, Explanation
+from appliance.store import Store
 
 FAMILIES = (4, 6)
 WEB_PROBES = ("https", "h3", "http")
 RESOLVER_PROBES = ("do53", "dot", "doh", "doh-get")
 DIG = ["dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer"]
 CURL = ["curl", "-sS", "--parallel", "--parallel-max", "32", "--connect-timeout", "5", "--max-time", "10"]
+H3_TIMEOUT = 5.0  # seconds per name: a lab handshake takes well under one
 # curl exit codes a probe meets, in words (see curl(1), EXIT CODES).
 CURL_ERRORS = {
     6: "no address",
@@ -80,9 +87,9 @@ def _keyed(
 def _probes(lab: Lab, internet: Internet, client: Client) -> list[Probe]:
     ns, ca = client.netns, str(lab.ca_cert)
     names = list(internet.check_web)
-    probes: list[Probe] = [partial(h3, ns, names, ca)]
+    probes: list[Probe] = [partial(h3, internet, ns, names, ca)]
     for family in FAMILIES:
-        probes += [partial(curl, ns, names, scheme, family, ca) for scheme in ("https", "http")]
+        probes += [partial(curl, internet, ns, names, scheme, family, ca) for scheme in ("https", "http")]
         for name in names:
             want = internet.site(name).address(family)
             probes.append(partial(_keyed, (name, "dns", family), dig, ns, name, family, want))
@@ -138,40 +145,53 @@ def identity(ns: str, addr: str, family: int) -> Outcome:
     return Outcome(proc.returncode == 0 and bool(text), text or "no answer")
 
 
-def page(name: str, protocol: str, status: int | None, body: str) -> Outcome:
-    """ok if the lab's web server served this name's page over this protocol."""
+def page(
+    internet: Internet, name: str, protocol: str, status: int | None, body: str, content_type: str = ""
+) -> Outcome:
+    """ok if the lab's web server served this name's page over this protocol from the site's own
+    address (a safe-search rewrite, say, is served from its target's)."""
     if status == 200 and body.startswith(f"lab site {name}\nprotocol {protocol}\n"):
-        return Outcome(True, "ok")
+        server = next((line[7:] for line in body.splitlines() if line.startswith("server ")), "")
+        site = internet.site(name)
+        if server in (site.ipv4, site.ipv6):
+            return Outcome(True, "ok")
+        return Outcome(False, f"served by {internet.name_at(server)}")
     if status == 200:
         return Outcome(False, "other page")
+    if content_type.startswith("text/html"):  # the lab's own server only ever sends text/plain
+        return Outcome(False, "block page")
     return Outcome(False, f"HTTP {status}")
 
 
-def curl(ns: str, names: list[str], scheme: str, family: int, ca: str) -> dict[tuple[str, str, int], Outcome]:
+def curl(
+    internet: Internet, ns: str, names: list[str], scheme: str, family: int, ca: str
+) -> dict[tuple[str, str, int], Outcome]:
     """One curl for all names (in parallel, so blocked names cost one timeout, not one each)."""
     with tempfile.TemporaryDirectory(prefix="lab-check-") as tmp:
-        argv = [*CURL, f"-{family}", "--cacert", ca, "-w", "%{url} %{exitcode} %{response_code}\\n"]
+        written = "%{url} %{exitcode} %{response_code} %{content_type}\\n"
+        argv = [*CURL, f"-{family}", "--cacert", ca, "-w", written]
         for i, name in enumerate(names):
             argv += ["-o", f"{tmp}/{i}", f"{scheme}://{name}/"]
         proc = subprocess.run(netns.in_ns(ns, argv), capture_output=True, text=True, check=False)
         seen = {}
         for line in proc.stdout.splitlines():
-            url, exitcode, code = line.rsplit(" ", 2)
-            seen[url] = (int(exitcode), int(code))
+            url, exitcode, code, content_type = (line + " ").split(" ", 3)
+            seen[url] = (int(exitcode), int(code), content_type.strip())
         results = {}
         for i, name in enumerate(names):
-            exitcode, code = seen.get(f"{scheme}://{name}/", (-1, 0))
+            exitcode, code, content_type = seen.get(f"{scheme}://{name}/", (-1, 0, ""))
             if exitcode != 0:
                 outcome = Outcome(False, CURL_ERRORS.get(exitcode, f"curl exit {exitcode}"))
             else:
                 body = Path(f"{tmp}/{i}").read_text(errors="replace") if Path(f"{tmp}/{i}").exists() else ""
-                outcome = page(name, scheme, code, body)
+                outcome = page(internet, name, scheme, code, body, content_type)
             results[(name, scheme, family)] = outcome
     return results
 
 
-def h3(ns: str, names: list[str], ca: str) -> dict[tuple[str, str, int], Outcome]:
-    argv = [sys.executable, "-m", "appliance.lab.h3client", "--cacert", ca, *names]
+def h3(internet: Internet, ns: str, names: list[str], ca: str) -> dict[tuple[str, str, int], Outcome]:
+    argv = [sys.executable, "-m", "appliance.lab.h3client", "--cacert", ca, "--timeout", str(H3_TIMEOUT)]
+    argv += names
     proc = subprocess.run(netns.in_ns(ns, argv), capture_output=True, text=True, check=False)
     results = {(n, "h3", f): Outcome(False, "client failed") for n in names for f in FAMILIES}
     for line in proc.stdout.splitlines():
@@ -179,9 +199,33 @@ def h3(ns: str, names: list[str], ca: str) -> dict[tuple[str, str, int], Outcome
         if r["error"]:
             outcome = Outcome(False, "timeout" if r["error"] == "timeout" else r["error"].split(":")[0])
         else:
-            outcome = page(r["name"], "h3", r["status"], r["body"])
+            outcome = page(internet, r["name"], "h3", r["status"], r["body"])
         results[(r["name"], "h3", r["family"])] = outcome
     return results
+
+
+def policy_verdicts(lab: Lab, groups: list[str], names: list[str]) -> dict[tuple[str, str], str]:
+    """(group, name) -> what the policy in force says, in a few words (`policy explain`); empty when
+    the gateway runs no appliance or no policy is in force."""
+    if gateway.current_mode(lab) != "appliance" or not lab.appliance_state_dir.is_dir():
+        return {}
+    with Store(lab.appliance_state_dir) as store:
+        live = generations.current(store)
+        if live is None:
+            return {}
+        with Explainer(store, live, datetime.now(UTC)) as explainer:
+            return {(g, n): verdict_words(explainer.explain(n, g)) for g in groups for n in names}
+
+
+def verdict_words(explanation: Explanation) -> str:
+    why = {
+        "PADLOCKED": "padlocked",
+        "CATEGORY": "category",
+        "SCHOOL_ALLOW": "school rule",
+        "SCHOOL_DENY": "school rule",
+        "DEFAULT": "default",
+    }
+    return f"{explanation.action} ({why[explanation.reason]})"
 
 
 def cell(report: Report, name: str, probe: str) -> str:
@@ -194,17 +238,22 @@ def cell(report: Report, name: str, probe: str) -> str:
     return " ".join(f"{f}:{w}" for f, w in words.items())
 
 
-def render(reports: list[Report], internet: Internet) -> str:
+def render(
+    reports: list[Report], internet: Internet, verdicts: dict[tuple[str, str], str] | None = None
+) -> str:
+    """A table per group; with verdicts (policy_verdicts), a column of what the policy says."""
     out = []
+    verdicts = verdicts or {}
     for report in reports:
         c = report.client
         out.append(f"{c.group} (namespace {c.netns}, VLAN {c.vlan}, {c.address(4)} {c.address(6)})")
-        rows = [["name", "category", "DNS A", "DNS AAAA", "HTTPS", "HTTP/3", "HTTP"]]
+        rows = [["name", "category", "policy", "DNS A", "DNS AAAA", "HTTPS", "HTTP/3", "HTTP"]]
         for name in internet.check_web:
             rows.append(
                 [
                     name,
                     internet.site(name).category or "-",
+                    verdicts.get((c.group, name), "-"),
                     report.get(name, "dns", 4).detail,
                     report.get(name, "dns", 6).detail,
                     *(cell(report, name, p) for p in WEB_PROBES),
@@ -218,8 +267,12 @@ def render(reports: list[Report], internet: Internet) -> str:
         out += _table(rows)
         out.append("")
     out.append(
-        "ok: the client reached the lab's own server for that name, unchanged (DNS cells show the answer). "
-        "Where IPv4 and IPv6 differ a cell shows both (4:... 6:...)."
+        "policy: what the policy in force says (appliance policy explain). Other cells: what real clients "
+        "in the group's namespace saw.\n"
+        "ok: the client reached the lab's own server for that name, unchanged (DNS cells show the answer); "
+        "where IPv4 and IPv6 differ a cell shows both (4:... 6:...).\n"
+        "192.0.2.1 / 2001:db8::1: the appliance's block answer; refused / reset / timeout: the gateway "
+        "stopped the connection; served by NAME: a safe-search rewrite took the client to NAME."
     )
     return "\n".join(out)
 

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = sub.add_parser("check", help="per group: DNS, HTTPS, HTTP/3 and HTTP for the sample names")
     c.add_argument("--group", action="append", choices=GROUP_VLANS, help="only this group (repeatable)")
     c.set_defaults(func=_check)
+    w = sub.add_parser(
+        "webui",
+        help="serve the web UI for the lab's appliance (on 127.0.0.1 and the gateway's LAN addresses)",
+    )
+    w.add_argument("--port", type=int, default=8443, help="its port on 127.0.0.1 (default 8443)")
+    w.set_defaults(func=_webui)
 
 
 def _name(text: str) -> str:
@@ -60,11 +66,16 @@ def _down(args: argparse.Namespace) -> int:
     from appliance.lab import lab
 
     try:
-        removed = lab.down(Lab(args.name))
+        removal = lab.down(Lab(args.name))
     except RuntimeError as e:
         print(f"lab down: {e}", file=sys.stderr)
         return 1
+    removed = removal.removed
     print(f"removed {', '.join(removed)}" if removed else f"lab {args.name!r} was not up")
+    if removal.left_behind:
+        tables = ", ".join(removal.left_behind)
+        print(f"lab down: the stopped appliance left nftables tables behind: {tables}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -89,5 +100,42 @@ def _check(args: argparse.Namespace) -> int:
     internet = load_internet()
     groups = getattr(args, "group", None) or [c.group for c in target.clients]
     reports = check.run(target, internet, groups)
-    print(check.render(reports, internet))
+    verdicts = check.policy_verdicts(target, groups, list(internet.check_web))
+    print(check.render(reports, internet, verdicts))
     return 0
+
+
+def _webui(args: argparse.Namespace) -> int:
+    from appliance.lab import lab, webui
+
+    target = Lab(args.name)
+    if not lab.status(target)[0]:
+        print(
+            f"lab webui: lab {target.name!r} is not (fully) up; see `appliance lab status`",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        pid = webui.start(target, args.port)
+    except (webui.WebUiError, OSError) as e:
+        print(f"lab webui: {e}", file=sys.stderr)
+        return 1
+    here, lan = webui.urls(target, args.port)
+    print(f"web UI (pid {pid}): {here} from this machine; {lan[0]} (or any LAN address of the gateway)")
+    print("from the lab's clients (the block page's unblock link). Its certificate is self-signed.")
+    if webui.administrators(target):
+        return 0
+    command = " ".join(webui.create_admin_argv(target))
+    if not sys.stdin.isatty():
+        print(
+            f"no administrator yet; create the first (it asks for a password) with:\n  sudo {command} "
+            "--username NAME --email ADDRESS"
+        )
+        return 0
+    print("no administrator yet: create the first now (there is no default account or password).")
+    username = input("  user name [admin]: ").strip() or "admin"
+    email = input("  e-mail address: ").strip()
+    status = webui.create_admin(target, username, email)
+    if status != 0:
+        print(f"not created; try again with:\n  sudo {command} --username {username} --email ADDRESS")
+    return status

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass
 
 from appliance.lab import gateway, netns, pki, processes, service, unbound, zones
 from appliance.lab.sites import HTTP_PORT, HTTPS_PORT, Internet, load_internet
@@ -51,25 +52,38 @@ def up(lab: Lab, gateway_mode: str = "auto") -> None:
         _network(lab, internet)
         _files(lab, internet)
         _internet_servers(lab, internet)
-        gateway.start(lab, mode)
+        gateway.start(lab, mode, internet)
     except BaseException:
         down(lab)
         raise
 
 
-def down(lab: Lab) -> list[str]:
-    """Ends every process in the lab's namespaces, deletes the namespaces (their veths go with them),
-    their /etc/netns files and the state directory. Returns what it removed; safe to run again."""
+@dataclass(frozen=True)
+class Removal:
+    removed: list[str]  # namespaces and the state directory
+    # nftables tables the appliance left in the gateway once stopped (removed with the namespace): it
+    # should take its own away on SIGTERM.
+    left_behind: list[str]
+
+
+def down(lab: Lab) -> Removal:
+    """Ends every process in the lab's namespaces (and its web UI), deletes the namespaces (their veths
+    go with them), their /etc/netns files and the state directory. Safe to run again."""
     removed = leftovers(lab)
+    appliance = gateway.current_mode(lab) == "appliance"
     # The lab's own servers first, so that the appliance shuts down in order (it stops its children).
     processes.end([pid for _, ns, pid in processes.recorded(lab.state_dir) if processes.running(pid, ns)])
+    left_behind = []
+    if appliance and netns.exists(lab.gateway_ns):
+        out = netns.run(netns.in_ns(lab.gateway_ns, ["nft", "list", "tables"]))
+        left_behind = [line.removeprefix("table ") for line in out.splitlines() if line.strip()]
     for ns in lab.namespaces:
         if netns.exists(ns):
             processes.end(netns.pids(ns))
     for ns in lab.namespaces:
         netns.delete(ns)
     shutil.rmtree(lab.state_dir, ignore_errors=True)
-    return removed
+    return Removal(removed, left_behind)
 
 
 def _name_option(lab: Lab) -> str:
@@ -89,6 +103,11 @@ def _network(lab: Lab, internet: Internet) -> None:
     netns.add_route(gw, "default", WAN_UPSTREAM_IPV6)
     netns.sysctl(gw, "net.ipv4.ip_forward", "1")
     netns.sysctl(gw, "net.ipv6.conf.all.forwarding", "1")
+    # The gateway refuses connections to the block addresses with ICMP port unreachable. `lab check` and
+    # the tests send dozens such at once from one client, where a real pupil's device sends a few: no
+    # per-client ICMP rate limit, so each refusal is seen at once rather than as a timeout.
+    netns.sysctl(gw, "net.ipv4.icmp_ratelimit", "0")
+    netns.sysctl(gw, "net.ipv6.icmp.ratelimit", "0")
     # The servers' addresses live on the internet namespace's loopback, one host address each.
     ns_host = internet.nameserver
     for addr in {ns_host.ipv4, ns_host.ipv6, *internet.addresses("web"), *internet.addresses("resolver")}:
@@ -100,6 +119,7 @@ def _network(lab: Lab, internet: Internet) -> None:
             netns.add_address(gw, client.gateway_if, f"{client.gateway_address(family)}/{prefix}")
             netns.add_address(client.netns, CLIENT_IF, f"{client.address(family)}/{prefix}")
             netns.add_route(client.netns, "default", client.gateway_address(family))
+        netns.segment_like_a_lan(client.netns, CLIENT_IF)
         # The school's IPv6 prefixes are routed to it, as an ISP would; IPv4 leaves masqueraded.
         netns.add_route(inet, client.subnet(6), WAN_GATEWAY_IPV6)
         # Short timeouts, so that a probe of a name the gateway drops fails in seconds, not half a minute.

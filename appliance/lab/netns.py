@@ -8,6 +8,9 @@ from pathlib import Path
 
 NETNS_RUN = Path("/run/netns")
 NETNS_ETC = Path("/etc/netns")
+# The namespace the lab command itself runs in (the host's), where the lab's web UI runs. No lab
+# namespace has this name: theirs all contain a '-'.
+HOST = "host"
 
 
 class CommandError(RuntimeError):
@@ -22,7 +25,7 @@ def run(argv: list[str], input: str | None = None) -> str:
 
 
 def in_ns(ns: str, argv: list[str]) -> list[str]:
-    return ["ip", "netns", "exec", ns, *argv]
+    return argv if ns == HOST else ["ip", "netns", "exec", ns, *argv]
 
 
 def exists(ns: str) -> bool:
@@ -49,6 +52,13 @@ def add_address(ns: str, ifname: str, cidr: str) -> None:
 
 def add_route(ns: str, dest: str, via: str) -> None:
     run(["ip", "-n", ns, "route", "add", dest, "via", via])
+
+
+def segment_like_a_lan(ns: str, ifname: str) -> None:
+    """Turns the veth's segmentation offloads off, so that the kernel cuts what a client sends into
+    MTU-sized packets as a real LAN does (a browser's post-quantum ClientHello then crosses the
+    gateway in two or more TCP segments), instead of handing on one large packet."""
+    run(in_ns(ns, ["ethtool", "-K", ifname, "tso", "off", "gso", "off"]))
 
 
 def sysctl(ns: str, key: str, value: str) -> None:
@@ -82,6 +92,6 @@ def delete(ns: str) -> None:
 
 def inode(ns: str) -> int | None:
     try:
-        return (NETNS_RUN / ns).stat().st_ino
+        return Path("/proc/self/ns/net" if ns == HOST else NETNS_RUN / ns).stat().st_ino
     except OSError:
         return None

@@ -39,8 +39,16 @@ def log_file(state_dir: Path, name: str) -> Path:
     return state_dir / "logs" / f"{name}.log"
 
 
-def start(state_dir: Path, name: str, ns: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-    """Starts argv in namespace ns in its own session (it outlives this process); returns its pid."""
+def start(
+    state_dir: Path,
+    name: str,
+    ns: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> int:
+    """Starts argv in namespace ns (netns.HOST: this one) in its own session (it outlives this
+    process), with the file descriptors pass_fds open; returns its pid."""
     log = log_file(state_dir, name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -52,6 +60,7 @@ def start(state_dir: Path, name: str, ns: str, argv: list[str], env: dict[str, s
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            pass_fds=pass_fds,
         )
     # pids/NAMESPACE/NAME.pid, so that status knows where to look for each one.
     pid_file = pid_dir(state_dir) / ns / f"{name}.pid"

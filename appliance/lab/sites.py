@@ -55,6 +55,10 @@ class Internet:
                 return site
         raise KeyError(name)
 
+    def name_at(self, address: str) -> str:
+        """The first name served at address, or the address itself if no site has it."""
+        return next((s.names[0] for s in self.sites if address in (s.ipv4, s.ipv6)), address)
+
     def names(self, server: str | None = None) -> list[str]:
         return [n for s in self.sites if server in (None, s.server) for n in s.names]
 

@@ -111,3 +111,13 @@ class Lab:
     @property
     def appliance_config(self) -> Path:
         return self.state_dir / "appliance.toml"
+
+    @property
+    def appliance_state_dir(self) -> Path:
+        """The gateway's appliance's state directory (its database, lists and policy)."""
+        return self.state_dir / "appliance"
+
+    @property
+    def feeds_dir(self) -> Path:
+        """The sample policy's list files, as the trust's category feeds would be."""
+        return self.state_dir / "feeds"

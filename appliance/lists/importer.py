@@ -23,8 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from fastpath.names import normalise
-
 from appliance import audit
 from appliance.lists import catalogue
 from appliance.lists.entries import Collector, EntryError, EntrySet, changes
@@ -32,6 +30,7 @@ from appliance.lists.formats import FORMATS, Parser
 from appliance.lists.progress import Progress
 from appliance.lists.sources import FOLDER_FILES, FetchError, fetch
 from appliance.store import Store
+from fastpath.names import normalise
 from fastpath.siphash import keyed_hash
 
 PROBLEM_SAMPLE = 100
@@ -180,6 +179,42 @@ def _sources(path: Path, fmt: str, label: str) -> Iterator[tuple[str, IO[bytes],
             assert member is not None
             with member:
                 yield f"{label}:{m.name}", member, m.size, parsers[Path(m.name).name]
+
+
+class _NameSink:
+    """Collects a list's names in clear (and the hosts of its pages); problems are skipped silently,
+    the import reports them."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, None] = {}
+
+    def domain(self, lineno: int, name: bytes, exact: bool) -> None:
+        norm = normalise(name) or _unicode_host(name)
+        if norm is not None:
+            self.names[norm] = None
+
+    def page(self, lineno: int, url: bytes) -> None:
+        self.domain(lineno, url[: url.index(b"/")], True)
+
+    def problem(self, lineno: int, message: str, text: bytes | None = None) -> None:
+        pass
+
+    def skipped(self, reason: str) -> None:
+        pass
+
+
+def read_names(info: catalogue.ListInfo, workdir: Path) -> list[str]:
+    """The names a list's source holds now, in clear, in their order: for the data plane's uses of a
+    list that is not confidential (the DNS filter resolves the DoH endpoint list's names). Raises
+    ValueError for a confidential list, and FetchError, ImportFailed or OSError if the source cannot
+    be read."""
+    if info.confidential:
+        raise ValueError(f"the {info.name} list is confidential: its names are never read in clear")
+    sink = _NameSink()
+    with fetch(info.source, workdir) as fetched:
+        for _, stream, _, parser in _sources(fetched.path, info.format, info.source):
+            parser(stream, sink)
+    return list(sink.names)
 
 
 def update(
