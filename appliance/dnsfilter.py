@@ -8,9 +8,8 @@ fastpath.dnsfilter's: a batched UDP loop without the GIL in its own thread. This
   subnet, and each group's DNS settings (safe search, ECH stripping, DoH canary, Private Relay);
 - the policy in force (appliance.policy.live): checked every second and on SIGHUP, and swapped in
   whole, the old table kept mapped until the loop has moved to the new one;
-- TCP (low volume): a thread per connection, one upstream TCP connection per forwarded query; the
-  ingress interface of a TCP client comes from IP_PKTOPTIONS / IPV6_2292PKTOPTIONS, which report the
-  interface the connection's packets arrived on;
+- TCP (low volume): a thread per connection, one upstream TCP connection per forwarded query; a TCP
+  client's group comes from the interface its packets arrived on (appliance.dataplane.ingress);
 - block events: a thread drains the engine's ring into SQLite (appliance.events) about once a
   second, with the client's MAC from the neighbour table, and prunes events past their retention.
 """
@@ -38,6 +37,7 @@ from appliance import config as config_module
 from appliance import events, resolver
 from appliance.config import Config, Group
 from appliance.dataplane import ruleset
+from appliance.dataplane.ingress import ingress_ifindex, record_ingress
 from appliance.dataplane.nft import Nft, NftError
 from appliance.dataplane.supervisor import Service
 from appliance.lists import catalogue, importer
@@ -62,14 +62,11 @@ PRUNE_INTERVAL = 3600.0
 # up again: half the nftables sets' timeout, so an address that still resolves never lapses.
 DOH_CATEGORY = "doh_dot"
 DOH_REFRESH = ruleset.DOH_TIMEOUT / 2
+DOH_ASKED_AGAIN = 10.0  # seconds before a name blocked again is looked up again (a flood costs little)
 TCP_IDLE_TIMEOUT = 10.0
 TCP_MAX_CONNECTIONS = 256
 RECEIVE_BUFFER = 4 << 20  # bursts of queries wait in the kernel, not on the floor
-# Linux socket options Python's socket module does not name.
-IP_PKTINFO = 8
-IP_PKTOPTIONS = 9
-IPV6_2292PKTOPTIONS = 6
-SO_RCVBUFFORCE = 33  # beyond net.core.rmem_max (root)
+SO_RCVBUFFORCE = 33  # beyond net.core.rmem_max (root); Python's socket module does not name it
 
 # Names rewritten to a safe-search target (STANDARDS.md section 4), per search engine, and the
 # targets at each safesearch level.
@@ -348,7 +345,7 @@ class DohAddresses(threading.Thread):
         self._wake = threading.Event()
         self._done = threading.Event()
         self._names: dict[tuple[str, str | None], list[str]] = {}  # (list, source digest) -> names
-        self._resolved: dict[str, float] = {}  # name -> when its addresses were last added
+        self._resolved: dict[str, float] = {}  # name -> when it was last looked up
         self._nft_error: str | None = None
 
     def stop(self) -> None:
@@ -373,7 +370,7 @@ class DohAddresses(threading.Thread):
                     names = self._listed(store, snap)
                 while not self.asked.empty():
                     name = self.asked.get()
-                    if time.monotonic() - self._resolved.get(name, -DOH_REFRESH) >= DOH_REFRESH:
+                    if time.monotonic() - self._resolved.get(name, -DOH_ASKED_AGAIN) >= DOH_ASKED_AGAIN:
                         names.append(name)
                 self._add(nft, list(dict.fromkeys(names)))
                 self._wake.wait(REFRESH_INTERVAL)  # a new policy is noticed within a second
@@ -437,31 +434,6 @@ class DohAddresses(threading.Thread):
 
 
 # --- TCP -----------------------------------------------------------------------------------------
-
-
-def ingress_ifindex(sock: socket.socket) -> int:
-    """The interface a TCP connection's packets came in on (0 if the kernel does not say): Linux
-    reports it as IP_PKTINFO / IPV6_PKTINFO through the PKTOPTIONS socket options."""
-    if sock.family == socket.AF_INET:
-        level, option, kind = socket.IPPROTO_IP, IP_PKTOPTIONS, IP_PKTINFO
-    else:
-        level, option, kind = socket.IPPROTO_IPV6, IPV6_2292PKTOPTIONS, socket.IPV6_PKTINFO
-    try:
-        raw = sock.getsockopt(level, option, 256)
-    except OSError:
-        return 0
-    header = struct.calcsize("@Nii")  # struct cmsghdr
-    pos = 0
-    while pos + header <= len(raw):
-        length, cmsg_level, cmsg_type = struct.unpack_from("@Nii", raw, pos)
-        if length < header:
-            break
-        if cmsg_level == level and cmsg_type == kind:
-            data = raw[pos + header : pos + length]
-            # in_pktinfo starts with the ifindex; in6_pktinfo ends with it
-            return struct.unpack_from("@i", data, 0 if kind == IP_PKTINFO else 16)[0]
-        pos += (length + 7) & ~7
-    return 0
 
 
 def _host(address: str) -> str:
@@ -562,13 +534,10 @@ def _udp_socket(family: socket.AddressFamily, port: int) -> socket.socket:
 def _tcp_socket(family: socket.AddressFamily, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    record_ingress(sock)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-        sock.bind(("::", port))
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.bind(("0.0.0.0", port))
+    sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
     sock.listen(128)
     return sock
 

@@ -13,6 +13,11 @@ on a web port, nothing complete within the queued packets, and no policy applied
 the group. A packet that cannot be read at all is dropped for a fail-closed group and passed for a
 fail-open one.
 
+A plain-HTTP request blocked by its host's verdict or a page-level entry is answered, before the
+block, with a redirect to the block page ([dns] block_ipv4, block_ipv6; appliance.blockpage.inject),
+so the pupil sees why. Flows decided by the fail setting are reset without one: there is no site to
+explain.
+
 The main thread follows the policy in force (about once a second, and at once on SIGHUP), writes block
 events to the state database about once a second, and feeds systemd's watchdog while every queue
 thread is alive and coming round its loop.
@@ -32,6 +37,7 @@ from types import FrameType
 
 from appliance import config as config_module
 from appliance import events
+from appliance.blockpage.inject import Injector
 from appliance.config import Config
 from appliance.dataplane import marks
 from appliance.dataplane.notify import Notifier
@@ -83,6 +89,7 @@ class WebFilter:
         events.ensure(self.live.store)
         self.group_names = {g.id: g.name for g in config.groups}
         groups = [(g.id, g.fail == "closed") for g in config.groups]
+        self.injector = Injector(config.dns.block_ipv4, config.dns.block_ipv6)
         self.consumers = [
             Consumer(
                 q,
@@ -91,6 +98,7 @@ class WebFilter:
                 group_mask=marks.GROUP_MASK,
                 allow_bit=marks.VERDICT_ALLOW,
                 block_bit=marks.VERDICT_BLOCK,
+                block_page=self.injector.redirect,
             )
             for q in config.fastpath.queues
         ]
@@ -171,7 +179,8 @@ class WebFilter:
         return 0
 
     def stop(self) -> None:
-        """Stops the queue threads, records their last events and unbinds the queues."""
+        """Stops the queue threads, records their last events, unbinds the queues and closes the
+        injector's sockets."""
         for consumer in self.consumers:
             consumer.stop()
         for thread in self.threads:
@@ -182,6 +191,8 @@ class WebFilter:
             # A thread still inside its loop keeps its buffers; the process is exiting anyway.
             if f"nfqueue-{consumer.queue}" not in running:
                 consumer.close()
+        # A thread still running finds the sockets closed: its redirects fail, and are counted.
+        self.injector.close()
         self.live.close()
 
 

@@ -33,6 +33,8 @@ cdef enum:
     EVENT_RING = 1024       # block events held between drains (a power of two)
 
 cdef struct Packet:
+    const uint8_t* data     # the whole packet, from its network header (for the block-page redirect)
+    size_t n
     FlowKey key             # ports in host order
     uint8_t l4              # IPPROTO_TCP or IPPROTO_UDP
     uint8_t tcp_flags
@@ -94,6 +96,8 @@ cdef class Consumer:
     cdef uint32_t block_bit
     cdef uint8_t fail_closed[GROUPS]    # 1 for fail-closed groups and for ids not in the config
     cdef Policy policy
+    cdef object block_page              # (packet, host, path or None) -> None: see redirect
+    cdef bint has_block_page
     cdef PolicyC* active                # &policy.c, or NULL without a policy
     cdef Policy pending
     cdef int policy_waiting             # set (atomically) when pending holds a newer policy
@@ -128,6 +132,7 @@ cdef class Consumer:
     cdef readonly uint64_t malformed
     cdef readonly uint64_t events_lost
     cdef readonly uint64_t kernel_errors
+    cdef readonly uint64_t redirect_errors
 
     # The verdict for one packet (its network header onwards) with its mark and source MAC.
     cdef int handle(self, const uint8_t* data, size_t n, uint32_t mark, const uint8_t* mac) noexcept nogil
@@ -138,6 +143,8 @@ cdef class Consumer:
                          const uint8_t* path, size_t path_len, const uint8_t* mac) noexcept nogil
     cdef void check_page(self, const GroupPolicyC* g, const char* host, int n, const uint8_t* path,
                          size_t path_len, VerdictC* v) noexcept with gil
+    cdef void redirect(self, const Packet* p, const char* host, int n, const uint8_t* path,
+                       size_t path_len) noexcept with gil
     cdef int unvetted(self, int group) noexcept nogil
     cdef int fail_decision(self, const Packet* p, int group, int layer, int rule,
                            const uint8_t* mac) noexcept nogil

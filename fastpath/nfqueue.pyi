@@ -4,7 +4,9 @@ HTTP and QUIC parsers and decided per group. C-level API: nfqueue.pxd.
 One Consumer serves one queue from one thread: run() reads batches with recvmmsg and answers each batch
 with one sendmsg (individual verdicts for packets that decide a flow or are dropped, one batch verdict
 accepting the rest). A decision travels in the packet mark (the allow or block bit added), which the
-ruleset copies into the flow's conntrack mark so that no later packet of the flow is queued."""
+ruleset copies into the flow's conntrack mark so that no later packet of the flow is queued. A
+plain-HTTP request blocked by its name or page is first answered with a redirect to the block page
+(block_page)."""
 
 import enum
 from collections.abc import Callable, Iterable, Mapping
@@ -61,7 +63,14 @@ class Consumer:
     still undecided at the last of them is decided by its group's fail setting). group_mask, allow_bit
     and block_bit: the packet-mark layout (appliance.dataplane.marks). Flow state is bounded:
     max_flows TCP flows with max_streams reassembly buffers, max_quic QUIC assemblers; the least
-    recently used give way."""
+    recently used give way.
+
+    block_page (appliance.blockpage.inject.Injector.redirect): called, with the GIL, for the packet
+    that completes a plain-HTTP request blocked by its host's verdict or a page-level entry, before
+    that packet's verdict is sent: (the whole packet from its network header, the host, the request's
+    path from '/' when only that page is blocked, else None). Not called for flows decided by the fail
+    setting, nor for packets answered from an earlier decision. What it raises is counted in
+    redirect_errors; the flow is blocked either way."""
 
     queue: int
     packets: int  # packets handled
@@ -72,6 +81,7 @@ class Consumer:
     malformed: int  # packets that were not IPv4/IPv6 TCP or UDP to a web port, or inconsistent
     events_lost: int  # block events dropped because nobody drained them
     kernel_errors: int  # error answers from the kernel, and packet messages without an id
+    redirect_errors: int  # block_page calls that raised
 
     def __init__(
         self,
@@ -85,6 +95,7 @@ class Consumer:
         max_flows: int = 65536,
         max_streams: int = 1024,
         max_quic: int = 1024,
+        block_page: Callable[[bytes, str, bytes | None], object] | None = None,
     ) -> None: ...
     def set_policy(self, policy: Policy | None) -> None:
         """Installs a policy (None: none, so every flow goes by its group's fail setting). The packet

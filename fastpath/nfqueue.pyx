@@ -6,7 +6,9 @@ One Consumer serves one queue from one thread. Each batch is read with one recvm
 one sendmsg: individual verdicts for packets that decide a flow (the packet mark plus the allow or
 block bit, which the ruleset turns into the flow's conntrack mark) or must be dropped, and one batch
 verdict accepting everything else. Flow state is bounded: TCP streams in a stream.FlowTable, QUIC
-Initial assemblers in a second FlowTable's slots; both evict the least recently used."""
+Initial assemblers in a second FlowTable's slots; both evict the least recently used. A plain-HTTP
+request blocked by name or page is answered with a redirect to the block page before its verdict
+goes out (the block_page callable, appliance.blockpage.inject)."""
 
 import ipaddress
 import time
@@ -274,6 +276,8 @@ cdef int parse_packet(const uint8_t* d, size_t n, Packet* out) noexcept nogil:
     else:
         return -1
     flow_key_set(&out.key, family, src, dst, be16(d + off), be16(d + off + 2))
+    out.data = d
+    out.n = n
     out.l4 = nh
     out.payload = d + off + header
     out.payload_len = end - off - header
@@ -298,6 +302,12 @@ cdef inline int rule_for(int status) noexcept nogil:
     if status == NOT_HANDLED:
         return RULE_NOT_HANDLED
     return RULE_MALFORMED
+
+
+cdef bytes page_target(const uint8_t* path, size_t n):
+    """A request's path as the page table keys it: always from a '/' (absolute-form may have none)."""
+    target = PyBytes_FromStringAndSize(<const char*>path, n)
+    return target if target.startswith(b"/") else b"/" + target
 
 
 cdef class Policy:
@@ -337,7 +347,7 @@ cdef class Consumer:
 
     def __cinit__(self, int queue, groups, int packets_per_flow, *, uint32_t group_mask,
                   uint32_t allow_bit, uint32_t block_bit, int max_flows=65536, int max_streams=1024,
-                  int max_quic=1024):
+                  int max_quic=1024, block_page=None):
         if not 0 <= queue <= 65535:
             raise ValueError(f"queue {queue} is outside 0..65535")
         if not 1 <= packets_per_flow <= 255:
@@ -346,6 +356,10 @@ cdef class Consumer:
             raise ValueError("need 1 <= max_quic <= max_flows")
         if group_mask >= GROUPS or allow_bit & (group_mask | block_bit) or block_bit & group_mask:
             raise ValueError("the group mask must fit in a byte, and the verdict bits lie outside it")
+        if block_page is not None and not callable(block_page):
+            raise TypeError("block_page must be callable")
+        self.block_page = block_page
+        self.has_block_page = block_page is not None
         self.queue = queue
         self.fd = -1
         self.budget = packets_per_flow
@@ -644,6 +658,8 @@ cdef class Consumer:
                          const uint8_t* path, size_t path_len, const uint8_t* mac) noexcept nogil:
         cdef VerdictC v
         cdef const GroupPolicyC* g
+        cdef bint page_block = False
+        cdef int verdict
         if n <= 0 or is_ip_literal(name, n):
             return self.fail_decision(p, group, layer, RULE_NO_NAME, mac)
         if self.active == NULL or not self.active.known[group]:
@@ -653,19 +669,21 @@ cdef class Consumer:
         decide_c(self.active.view, g, name, n, &v)
         if v.action == ACTION_ALLOW and path != NULL and v.categories & self.active.pages_bit:
             self.check_page(g, name, n, path, path_len, &v)
-        return self.settle(p, group, layer, BLOCK if v.action == ACTION_BLOCK else ALLOW, v.reason, v.bits,
-                           name, n, mac)
+            page_block = v.action == ACTION_BLOCK
+        verdict = self.settle(p, group, layer, BLOCK if v.action == ACTION_BLOCK else ALLOW, v.reason,
+                              v.bits, name, n, mac)
+        if verdict == BLOCK and layer == LAYER_HTTP and self.has_block_page:
+            self.redirect(p, name, n, path if page_block else NULL, path_len)
+        return verdict
 
     cdef void check_page(self, const GroupPolicyC* g, const char* host, int n, const uint8_t* path,
                          size_t path_len, VerdictC* v) noexcept with gil:
         """A page-level entry for the request on an allowed host: padlocked pages always block, pages
         in a blocked category block unless the school allowed the host."""
         cdef uint64_t page
-        target = PyBytes_FromStringAndSize(<const char*>path, path_len)
-        if not target.startswith(b"/"):
-            target = b"/" + target
         try:
-            page = self.policy.page_lookup(PyBytes_FromStringAndSize(host, n).decode("ascii"), target)
+            page = self.policy.page_lookup(PyBytes_FromStringAndSize(host, n).decode("ascii"),
+                                           page_target(path, path_len))
         except Exception:
             # A lookup that fails cannot clear the page: treat it as listed in every category.
             page = ~(<uint64_t>0)
@@ -677,6 +695,19 @@ cdef class Consumer:
             v.action = ACTION_BLOCK
             v.reason = CATEGORY
             v.bits = page & g.blocked
+
+    cdef void redirect(self, const Packet* p, const char* host, int n, const uint8_t* path,
+                       size_t path_len) noexcept with gil:
+        """Answers a blocked plain-HTTP request with the block page for host (and path, when only that
+        page is blocked, else NULL). Called before the packet's verdict is sent: the redirect must
+        reach the client before the ruleset's reset does."""
+        try:
+            self.block_page(PyBytes_FromStringAndSize(<const char*>p.data, p.n),
+                            PyBytes_FromStringAndSize(host, n).decode("ascii"),
+                            page_target(path, path_len) if path != NULL else None)
+        except BaseException:
+            # The flow is blocked whatever happens here; nothing may leave the packet path.
+            self.redirect_errors += 1
 
     cdef int unvetted(self, int group) noexcept nogil:
         """A packet that cannot be read: dropped where the group fails closed, else passed."""

@@ -66,10 +66,14 @@ cdef struct SipKey:
 cdef SipKey sip_key(const uint8_t* key) noexcept nogil
 cdef uint64_t sip_hash(const SipKey* key, const uint8_t* data, size_t n) noexcept nogil
 
+cdef inline uint64_t depth_bit(int labels) noexcept nogil:
+    """A name's bit in a depth mask: bit d - 1 for d labels, bit 63 for 64 or more (labels >= 1)."""
+    return <uint64_t>1 << ((labels if labels < 64 else 64) - 1)
+
 # The hashes of the label-boundary suffixes of name[:n], in one pass over the name reversed byte by
 # byte ("www.example.com" is hashed as "moc.elpmaxe.www", so each shorter suffix's message is a
-# prefix of the longer one's). Only suffixes whose depth d (label count) has bit min(d, 64) - 1 set
-# in depths are finalised (ALL_DEPTHS for every one). hashes[i] belongs to the suffix
+# prefix of the longer one's). Only suffixes whose depth (label count) has its depth_bit set in
+# depths are finalised (ALL_DEPTHS for every one). hashes[i] belongs to the suffix
 # name[starts[i]:], least specific first; both arrays need MAX_SUFFIXES entries. Returns the number
 # of suffixes hashed (0 for an empty name or n outside 0..NAME_MAX).
 cdef int name_suffix_hashes(const SipKey* key, const char* name, int n, uint64_t depths,

@@ -5,3 +5,7 @@ def keyed_hash(key: bytes, name: str | bytes) -> int:
 
     The name is normalised as TableBuilder.add normalises it (IDNA/UTS46 for Unicode, lower case, no
     trailing dot) and hashed with its labels reversed. Raises ValueError for an invalid name or key."""
+
+def keyed_hash_depth(key: bytes, name: str | bytes) -> tuple[int, int]:
+    """keyed_hash(key, name) and the name's bit in a table's depth mask: bit d - 1 for a name of d
+    labels (bit 63 for 64 or more). A list keeps the OR of its names' bits, not each name's count."""

@@ -108,7 +108,7 @@ cdef int name_suffix_hashes(const SipKey* key, const char* name, int n, uint64_t
     cdef int full = n >> 3
     cdef int rest = n & 7
     cdef int count = 0
-    cdef int depth = 0
+    cdef int depth = 0     # dots passed: the suffix ending at the next one has depth + 1 labels
     cdef int k, at
     cdef uint64_t word = 0
     cdef uint64_t x, dots
@@ -122,7 +122,7 @@ cdef int name_suffix_hashes(const SipKey* key, const char* name, int n, uint64_t
         dots = ~(((x & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | x | 0x7F7F7F7F7F7F7F7FULL)
         while dots:  # a dot ends a suffix's message
             at = sg_ctz64(dots) >> 3
-            if (depths >> (depth if depth < 63 else 63)) & 1:
+            if depths & depth_bit(depth + 1):
                 hashes[count] = sip_final(s, word & low_bytes(at), 8 * k + at)
                 starts[count] = n - 8 * k - at
                 count += 1
@@ -130,7 +130,7 @@ cdef int name_suffix_hashes(const SipKey* key, const char* name, int n, uint64_t
             dots &= dots - 1
         if k < full:
             sip_compress(&s, word)
-    if (depths >> (depth if depth < 63 else 63)) & 1:
+    if depths & depth_bit(depth + 1):
         hashes[count] = sip_final(s, word & low_bytes(rest), n)
         starts[count] = 0
         count += 1
@@ -154,11 +154,24 @@ cdef SipKey key_from_bytes(object key) except *:
     return sip_key(<const uint8_t*><char*>key)
 
 
-def keyed_hash(key: bytes, name: str | bytes) -> int:
-    """The keyed hash a table stores for name (normalised first, as TableBuilder.add does)."""
+cdef uint64_t entry_hash(object key, object name, int* labels) except? 0:
+    """The keyed hash of the normalised name, and its label count in labels."""
     cdef SipKey k = key_from_bytes(key)
     cdef bytes norm = entry_name(name)
     cdef uint64_t hashes[MAX_SUFFIXES]
     cdef int starts[MAX_SUFFIXES]
-    cdef int count = name_suffix_hashes(&k, norm, len(norm), ALL_DEPTHS, hashes, starts)
-    return hashes[count - 1]
+    labels[0] = name_suffix_hashes(&k, norm, len(norm), ALL_DEPTHS, hashes, starts)
+    return hashes[labels[0] - 1]
+
+
+def keyed_hash(key: bytes, name: str | bytes) -> int:
+    """The keyed hash a table stores for name (normalised first, as TableBuilder.add does)."""
+    cdef int labels
+    return entry_hash(key, name, &labels)
+
+
+def keyed_hash_depth(key: bytes, name: str | bytes) -> tuple[int, int]:
+    """keyed_hash(key, name) and the name's bit in a table's depth mask (see TableBuilder.add_hashes)."""
+    cdef int labels
+    cdef uint64_t h = entry_hash(key, name, &labels)
+    return h, depth_bit(labels)

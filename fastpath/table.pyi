@@ -1,7 +1,10 @@
 """The compiled domain table: build, on-disk format, suffix lookup (C-level API: table.pxd)."""
 
 import os
+from array import array
 from typing import Any
+
+import numpy as np
 
 class TableError(ValueError):
     """A table file that is corrupt, truncated, of another format version, or built with another key."""
@@ -19,6 +22,16 @@ class TableBuilder:
     def add_hash(self, h: int, categories: int, exact: bool = False, labels: int | None = None) -> None:
         """Adds an entry hashed with fastpath.siphash.keyed_hash under this builder's key; labels is
         the name's label count (optional: it only lets lookups skip depths no entry has)."""
+    def add_hashes(
+        self,
+        hashes: np.ndarray | array[int] | memoryview,
+        categories: int,
+        exact: bool = False,
+        depths: int | None = None,
+    ) -> None:
+        """Adds entries hashed as for add_hash, all with the same categories, from a buffer of uint64
+        ("Q", e.g. a list entry file's array). depths is their depth mask, the OR of their names'
+        fastpath.siphash.keyed_hash_depth bits (optional, as labels is for add_hash)."""
     def build(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> None:
         """Writes the table atomically (temporary file, fsync, rename). Duplicate names merge by OR.
         metadata is stored as JSON in clear."""
@@ -60,5 +73,8 @@ class DomainTable:
         """Every entry matching name; ValueError for an invalid name or a closed table."""
     def close(self) -> None: ...
     def __len__(self) -> int: ...
+    @property
+    def depths(self) -> int:
+        """The label counts entries have: bit d - 1 for d labels (bit 63: 64 or more)."""
     def __enter__(self) -> DomainTable: ...
     def __exit__(self, *exc: object) -> None: ...

@@ -27,6 +27,7 @@ from fastpath.siphash cimport (
     ALL_DEPTHS,
     MAX_SUFFIXES,
     SipKey,
+    depth_bit,
     entry_name,
     key_from_bytes,
     name_suffix_hashes,
@@ -335,25 +336,32 @@ cdef class TableBuilder:
         self._mask_index[cell] = self._mask_count
         return self._mask_count - 1
 
-    cdef _append(self, uint64_t h, object categories, bint exact, object labels):
+    cdef int _mask_id(self, object categories) except -1:
         cdef int mask_id
-        cdef size_t grown
-        cdef Slot* entries
         if not 0 < categories < (1 << 64):
             raise ValueError(f"categories must be a non-empty 64-bit mask, not {categories!r}")
         mask_id = self._intern(categories)
         if mask_id < 0:
             raise TableError(f"more than {MAX_MASKSETS - 1} distinct category combinations")
-        if self._count == self._allocated:
-            grown = self._allocated + self._allocated // 2 + 4096
-            entries = <Slot*>realloc(self._entries, grown * sizeof(Slot))
-            if entries == NULL:
-                raise MemoryError()
-            self._entries = entries
-            self._allocated = grown
-        self._depths |= ALL_DEPTHS if labels is None else <uint64_t>1 << (min(labels, 64) - 1)
+        return mask_id
+
+    cdef int _reserve(self, size_t more) except -1:
+        cdef size_t grown
+        cdef Slot* entries
+        if self._allocated - self._count >= more:
+            return 0
+        grown = max(self._allocated + self._allocated // 2 + 4096, self._count + more)
+        entries = <Slot*>realloc(self._entries, grown * sizeof(Slot))
+        if entries == NULL:
+            raise MemoryError()
+        self._entries = entries
+        self._allocated = grown
+        return 0
+
+    cdef void _push(self, uint64_t h, uint32_t mask_id, bint exact) noexcept nogil:
+        """Appends an entry (room reserved by the caller)."""
         self._entries[self._count].hash = clamp_hash(h)
-        self._entries[self._count].info = <uint32_t>mask_id if exact else <uint32_t>mask_id << 16
+        self._entries[self._count].info = mask_id if exact else mask_id << 16
         self._count += 1
 
     def add(self, name: str | bytes, categories: int, exact: bool = False) -> None:
@@ -363,18 +371,45 @@ cdef class TableBuilder:
         cdef uint64_t hashes[MAX_SUFFIXES]
         cdef int starts[MAX_SUFFIXES]
         cdef int count = name_suffix_hashes(&self._key, norm, len(norm), ALL_DEPTHS, hashes, starts)
-        self._append(hashes[count - 1], categories, exact, count)
+        cdef int mask_id = self._mask_id(categories)
+        self._reserve(1)
+        self._push(hashes[count - 1], mask_id, exact)
+        self._depths |= depth_bit(count)
 
     def add_hash(self, h: int, categories: int, exact: bool = False, labels: int | None = None) -> None:
         """Adds an entry already hashed with fastpath.siphash.keyed_hash under this builder's key, so
         confidential names never exist in clear beyond the importer that reads them. labels, the
         name's label count, lets lookups skip suffix depths no entry has; without it every depth
         is probed."""
+        cdef int mask_id
         if not 0 <= h < (1 << 64):
             raise ValueError(f"a keyed hash is a 64-bit unsigned integer, not {h!r}")
         if labels is not None and not 1 <= labels <= MAX_SUFFIXES:
             raise ValueError(f"labels must be 1..{MAX_SUFFIXES}, not {labels!r}")
-        self._append(h, categories, exact, labels)
+        mask_id = self._mask_id(categories)
+        self._reserve(1)
+        self._push(h, mask_id, exact)
+        self._depths |= ALL_DEPTHS if labels is None else depth_bit(labels)
+
+    def add_hashes(self, const uint64_t[::1] hashes, categories: int, exact: bool = False,
+                   depths: int | None = None) -> None:
+        """Adds entries hashed as for add_hash, all with the same categories, from a buffer of uint64
+        (a list entry file's array). depths is their depth mask: the OR of their names'
+        fastpath.siphash.keyed_hash_depth bits, so a list can keep it without keeping each name's
+        label count; None probes every depth."""
+        cdef Py_ssize_t i
+        cdef int mask_id
+        cdef bint whole_name = exact
+        if depths is not None and not 0 < depths < (1 << 64):
+            raise ValueError(f"depths must be a non-empty 64-bit mask, not {depths!r}")
+        if hashes.shape[0] == 0:
+            return  # nothing to add, so no maskset either
+        mask_id = self._mask_id(categories)
+        self._reserve(hashes.shape[0])
+        with nogil:
+            for i in range(hashes.shape[0]):
+                self._push(hashes[i], mask_id, whole_name)
+        self._depths |= ALL_DEPTHS if depths is None else depths
 
     cdef int _merge_duplicates(self) noexcept nogil:
         """Merges sorted entries with equal hashes (one name from several lists) by OR; -2 when the
@@ -693,6 +728,11 @@ cdef class DomainTable:
 
     def __len__(self) -> int:
         return self._entries
+
+    @property
+    def depths(self) -> int:
+        """The label counts entries have: bit d - 1 for d labels (bit 63: 64 or more)."""
+        return self.view.depths
 
     def lookup(self, name: str | bytes) -> Match:
         """Every entry matching name (normalised as TableBuilder.add normalises), most specific first."""

@@ -30,17 +30,6 @@ DATA = Path(__file__).parent / "data" / "lists"
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    with Store(tmp_path / "state") as s:
-        with audit.change(s, "it", "setup") as ch:
-            catalogue.add(ch, "iwf", "iwf", None, str(DATA / "iwf.txt"), None)
-            catalogue.add(ch, "gambling", "ut1", "gambling", str(DATA / "ut1" / "gambling"), None)
-        for name in ("iwf", "gambling"):
-            importer.update(s, name, "it", "setup")
-        yield s
-
-
 def add_rule(
     store: Store,
     group: str,

@@ -6,10 +6,12 @@ on real queues behind the real ruleset."""
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import itertools
 import random
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from aioquic.quic.connection import QuicConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appliance.blockpage import inject
 from appliance.dataplane import marks
 from appliance.lists.entries import page_hash
 from appliance.policy import pages
@@ -84,7 +87,7 @@ def policies() -> dict[int, GroupPolicy]:
     }
 
 
-def consumer(table: DomainTable | None, page_table: pages.PageTable | None = None, **kw: int) -> Consumer:
+def consumer(table: DomainTable | None, page_table: pages.PageTable | None = None, **kw: Any) -> Consumer:
     c = Consumer(
         0,
         [(CLOSED, True), (OPEN, False), (EXAMS, True)],
@@ -261,36 +264,101 @@ def test_a_new_policy_applies_to_the_next_flow(table, tmp_path) -> None:
     assert connect(c, CLOSED, 40010, packets.client_hello("news.test"))[1] == PacketVerdict.BLOCK
 
 
+class BlockPages:
+    """The consumer's block_page, sans-IO: what Injector.redirect is handed, the packet read by the
+    injector's own parser. (tests/test_webfilter_netns.py has the real injector answer real curl.)"""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[inject.Segment, str, bytes | None]] = []
+
+    def __call__(self, packet: bytes, site: str, path: bytes | None) -> None:
+        self.calls.append((inject.parse(packet), site, path))
+
+    def answered(self) -> list[tuple[str, bytes | None]]:
+        return [(site, path) for _, site, path in self.calls]
+
+
+# What the block page is told: the site only (None), the site and its blocked page (the path), or
+# nothing, the flow being reset without a redirect (False).
 @pytest.mark.parametrize(
-    ("host", "path", "group", "verdict", "rule"),
+    ("host", "path", "group", "verdict", "rule", "redirect"),
     [
-        ("blocked.test", "/", CLOSED, PacketVerdict.BLOCK, "CATEGORY"),
-        ("allowed.test", "/", CLOSED, PacketVerdict.ALLOW, None),
-        ("pages.test", "/iwf/page.html", OPEN, PacketVerdict.BLOCK, "PADLOCKED"),
-        ("pages.test", "/iwf/page.html#part", OPEN, PacketVerdict.BLOCK, "PADLOCKED"),
-        ("pages.test", "/iwf/other.html", OPEN, PacketVerdict.ALLOW, None),
-        ("pages.test", "/bet/now?x=1", CLOSED, PacketVerdict.BLOCK, "CATEGORY"),
-        ("pages.test", "/bet/now?x=2", CLOSED, PacketVerdict.ALLOW, None),
+        ("blocked.test", "/", CLOSED, PacketVerdict.BLOCK, "CATEGORY", None),
+        ("allowed.test", "/", CLOSED, PacketVerdict.ALLOW, None, False),
+        ("pages.test", "/iwf/page.html", OPEN, PacketVerdict.BLOCK, "PADLOCKED", b"/iwf/page.html"),
+        ("pages.test", "/iwf/page.html#part", OPEN, PacketVerdict.BLOCK, "PADLOCKED", b"/iwf/page.html"),
+        ("pages.test", "/iwf/other.html", OPEN, PacketVerdict.ALLOW, None, False),
+        ("pages.test", "/bet/now?x=1", CLOSED, PacketVerdict.BLOCK, "CATEGORY", b"/bet/now?x=1"),
+        ("pages.test", "/bet/now?x=2", CLOSED, PacketVerdict.ALLOW, None, False),
         # The school allowed the host: its category pages open, its padlocked ones never.
-        ("school.pages.test", "/bet/now?x=1", CLOSED, PacketVerdict.ALLOW, None),
-        ("school.pages.test", "/iwf/page.html", CLOSED, PacketVerdict.BLOCK, "PADLOCKED"),
-        ("10.1.2.3", "/", CLOSED, PacketVerdict.BLOCK, "NO_NAME"),
+        ("school.pages.test", "/bet/now?x=1", CLOSED, PacketVerdict.ALLOW, None, False),
+        ("school.pages.test", "/iwf/page.html", CLOSED, PacketVerdict.BLOCK, "PADLOCKED", b"/iwf/page.html"),
+        # Decided by the fail setting: there is no site to explain.
+        ("10.1.2.3", "/", CLOSED, PacketVerdict.BLOCK, "NO_NAME", False),
+        # Absolute-form: the path as the page table keys it.
+        ("pages.test", "http://pages.test/iwf/page.html", OPEN, PacketVerdict.BLOCK, "PADLOCKED",
+         b"/iwf/page.html"),
     ],
-)
-def test_http_host_and_page_level_entries(table, page_table, host, path, group, verdict, rule) -> None:
-    c = consumer(table, page_table)
-    _, decided = connect(c, group, 40011, http_get(host, path), dport=80)
+)  # fmt: skip
+def test_http_host_and_page_level_entries(
+    table, page_table, host, path, group, verdict, rule, redirect
+) -> None:
+    block_pages = BlockPages()
+    c = consumer(table, page_table, block_page=block_pages)
+    request = http_get(host, path)
+    _, decided = connect(c, group, 40011, request, dport=80)
     assert decided == verdict
     assert [(e[6], e[7]) for e in c.drain_events()] == ([("http", rule)] if rule else [])
+    assert block_pages.answered() == ([] if redirect is False else [(host, redirect)])
+    # The whole packet, from its IP header, as the injector must have it.
+    for segment, _, _ in block_pages.calls:
+        assert (str(segment.client), segment.client_port, segment.server_port) == (CLIENT, 40011, 80)
+        assert segment.payload_len == len(request)
 
 
-def test_http_request_head_over_several_segments(table) -> None:
-    c = consumer(table)
+@pytest.mark.parametrize("v6", [False, True])
+def test_http_request_head_over_several_segments(table, v6) -> None:
+    block_pages = BlockPages()
+    c = consumer(table, block_page=block_pages)
     request = http_get("www.blocked.test", "/x")
-    flow = Flow(c, CLOSED, 40012, 80)
+    flow = Flow(c, CLOSED, 40012, 80, v6)
     flow.syn()
     assert flow.tcp(0, request[:20]) == PacketVerdict.PASS
     assert flow.tcp(20, request[20:]) == PacketVerdict.BLOCK
+    # The segment that completed the request is the one answered; those queued behind it get the
+    # flow's verdict without another redirect.
+    assert flow.tcp(len(request), b"more") == PacketVerdict.BLOCK
+    [(segment, site, path)] = block_pages.calls
+    assert (site, path, segment.version) == ("www.blocked.test", None, 6 if v6 else 4)
+    assert (segment.seq, segment.payload_len) == ((flow.isn + 1 + 20) % (1 << 32), len(request) - 20)
+
+
+def test_only_plain_http_blocked_by_name_or_page_is_redirected(table) -> None:
+    """TLS and QUIC blocks are resets only; so are plain-HTTP flows decided by the fail setting."""
+    block_pages = BlockPages()
+    c = consumer(table, packets_per_flow=3, block_page=block_pages)
+    assert connect(c, CLOSED, 40015, packets.client_hello("blocked.test"))[1] == PacketVerdict.BLOCK
+    assert Flow(c, CLOSED, 40016).udp(quic_datagrams("blocked.test")[0]) == PacketVerdict.BLOCK
+    no_host = b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"
+    assert connect(c, CLOSED, 40017, no_host, dport=80)[1] == PacketVerdict.BLOCK
+    over_budget = Flow(c, CLOSED, 40018, 80)
+    over_budget.syn()
+    over_budget.tcp(0, b"GET / HT")
+    assert over_budget.tcp(8, b"TP/1.1\r\n") == PacketVerdict.BLOCK
+    without_policy = consumer(None, block_page=block_pages)
+    _, verdict = connect(without_policy, CLOSED, 40019, http_get("blocked.test"), dport=80)
+    assert verdict == PacketVerdict.BLOCK
+    assert block_pages.calls == []
+    assert c.flows_blocked == 4 and without_policy.flows_blocked == 1
+
+
+def test_a_redirect_that_fails_is_counted_and_the_flow_still_blocked(table) -> None:
+    injector = inject.Injector(ipaddress.IPv4Address("192.0.2.1"), ipaddress.IPv6Address("2001:db8::1"))
+    injector.close()  # its sockets refuse to send, as a kernel may (nothing leaves this test)
+    c = consumer(table, block_page=injector.redirect)
+    assert connect(c, CLOSED, 40020, http_get("blocked.test"), dport=80)[1] == PacketVerdict.BLOCK
+    assert connect(c, CLOSED, 40021, http_get("blocked.test"), dport=80)[1] == PacketVerdict.BLOCK
+    assert (c.redirect_errors, c.flows_blocked) == (2, 2)
 
 
 @pytest.mark.parametrize("v6", [False, True])

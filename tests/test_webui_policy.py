@@ -37,6 +37,12 @@ def add_rule(
     return send(c, "/policy/rules", page, action=action, target=target, reason=reason, **fields)
 
 
+def exam_mode(c: FlaskClient, mode: str, reason: str, **more: str) -> str:
+    """Turns exam mode for students on or off with the form on its confirmation page."""
+    page = f"/policy/exam/confirm?group=students&mode={mode}"
+    return send(c, "/policy/exam", page, group="students", mode=mode, reason=reason, **more)
+
+
 def verdict(state: Path, name: str, group: str) -> str:
     with Store(state) as store:
         return policy_ops.explain_live(store, name, group, datetime.now(UTC)).action
@@ -123,25 +129,10 @@ def test_exam_mode_asks_for_confirmation_and_takes_effect_at_once(app: Flask, st
     it = signed_in(app, "it")
     confirm = it.get("/policy/exam/confirm?group=students&mode=on").get_data(as_text=True)
     assert "Everyone in students loses the internet now" in confirm
-    page = send(
-        it,
-        "/policy/exam",
-        "/policy/exam/confirm?group=students&mode=on",
-        group="students",
-        mode="on",
-        reason="GCSE mock",
-    )
+    page = exam_mode(it, "on", "GCSE mock")
     assert "tick the box to confirm" in page
     assert verdict(state, "open.example", "students") == "allow"
-    page = send(
-        it,
-        "/policy/exam",
-        "/policy/exam/confirm?group=students&mode=on",
-        group="students",
-        mode="on",
-        reason="GCSE mock",
-        confirm="yes",
-    )
+    page = exam_mode(it, "on", "GCSE mock", confirm="yes")
     assert "Exam mode is now on for students." in page
     with Store(state) as store:
         explained = policy_ops.explain_live(store, "open.example", "students", datetime.now(UTC))
@@ -150,15 +141,7 @@ def test_exam_mode_asks_for_confirmation_and_takes_effect_at_once(app: Flask, st
         signed_in(app, "dsl").get("/policy/explain?name=open.example&group=students").get_data(as_text=True)
     )
     assert "students is in exam mode: the exams policy applies." in page
-    send(
-        it,
-        "/policy/exam",
-        "/policy/exam/confirm?group=students&mode=off",
-        group="students",
-        mode="off",
-        reason="mock over",
-        confirm="yes",
-    )
+    exam_mode(it, "off", "mock over", confirm="yes")
     assert verdict(state, "open.example", "students") == "allow"
 
 

@@ -42,8 +42,8 @@ from zoneinfo import ZoneInfo
 from appliance import config as config_module
 from appliance.blockpage import PORT, page, reason
 from appliance.config import Config, Lan
+from appliance.dataplane.ingress import ingress_ifindex, record_ingress
 from appliance.dataplane.supervisor import Service
-from appliance.dnsfilter import IP_PKTINFO, ingress_ifindex
 from appliance.lists.lookup import ListLookup
 from appliance.policy.live import LivePolicy, Snapshot
 from appliance.policy.model import PolicyError
@@ -185,11 +185,9 @@ class HttpServer(http.server.ThreadingHTTPServer):
             ("::" if family == socket.AF_INET6 else "0.0.0.0", PORT), Handler, bind_and_activate=False
         )
         try:
+            record_ingress(self.socket)
             if family == socket.AF_INET6:
                 self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-            else:
-                self.socket.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)  # for ingress_ifindex
             self.server_bind()
             self.server_activate()
         except OSError:

@@ -9,7 +9,11 @@ sorted, de-duplicated uint64 arrays:
 - pages: a page (host and path), enforceable on plain HTTP only (see page_hash);
 - page_hosts: the hosts those pages are on, so the fast path knows when to look at the path.
 
-File layout: magic, key fingerprint (uint64), the four counts (uint64 each), then the arrays, all
+With them, the list's depth mask: which label counts its names have (subtree, exact and page_hosts),
+so that lookups in the compiled table skip the others. One mask for the list rather than a count per
+entry: the table needs no more, and it tells nothing about any one confidential entry.
+
+File layout: magic, key fingerprint, depth mask, the four counts (uint64 each), then the arrays, all
 little-endian. A file is written beside its final name and renamed into place."""
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from appliance.store import atomic_file
-from fastpath.siphash import keyed_hash
+from fastpath.siphash import keyed_hash, keyed_hash_depth
 
-MAGIC = b"SGLIST01"
+MAGIC = b"SGLIST02"
+# Files from before the depth mask: read as having every depth until the list is next imported.
+MAGIC_V1 = b"SGLIST01"
 KINDS = ("subtree", "exact", "pages", "page_hosts")
-_HEADER = len(MAGIC) + 8 * (1 + len(KINDS))
+ALL_DEPTHS = (1 << 64) - 1
+_HEADER = len(MAGIC) + 8 * (2 + len(KINDS))
 _U64 = np.dtype("<u8")
 
 
@@ -56,10 +63,11 @@ class EntrySet:
     exact: np.ndarray
     pages: np.ndarray
     page_hosts: np.ndarray
+    depths: int  # bit d - 1 set: some name has d labels (fastpath.siphash.keyed_hash_depth)
 
     @classmethod
     def empty(cls) -> EntrySet:
-        return cls(*(np.empty(0, _U64) for _ in KINDS))
+        return cls(*(np.empty(0, _U64) for _ in KINDS), depths=0)
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return (self.subtree, self.exact, self.pages, self.page_hosts)
@@ -72,7 +80,8 @@ class EntrySet:
     def write(self, path: Path, key: bytes) -> None:
         with atomic_file(path, 0o600) as tmp, open(tmp, "wb") as f:
             f.write(MAGIC)
-            f.write(np.array([key_fingerprint(key), *(len(a) for a in self.arrays())], _U64).tobytes())
+            header = [key_fingerprint(key), self.depths, *(len(a) for a in self.arrays())]
+            f.write(np.array(header, _U64).tobytes())
             for a in self.arrays():
                 f.write(np.ascontiguousarray(a, _U64).tobytes())
 
@@ -81,23 +90,27 @@ class EntrySet:
         """Loads a file; mmap=True maps it instead (cheap membership tests on a large list)."""
         with open(path, "rb") as f:
             head = f.read(_HEADER)
-        if len(head) < _HEADER or head[: len(MAGIC)] != MAGIC:
+        v1 = head[: len(MAGIC)] == MAGIC_V1
+        header_size = _HEADER - 8 * v1
+        if len(head) < header_size or head[: len(MAGIC)] not in (MAGIC, MAGIC_V1):
             raise EntryError(f"{path}: not a list entry file")
-        fields = np.frombuffer(head, _U64, offset=len(MAGIC))
-        if int(fields[0]) != key_fingerprint(key):
+        fields = [int(x) for x in np.frombuffer(head[:header_size], _U64, offset=len(MAGIC))]
+        if v1:
+            fields.insert(1, ALL_DEPTHS)
+        if fields[0] != key_fingerprint(key):
             raise EntryError(
                 f"{path}: hashed with a different key or hash function "
                 "(import the list again: appliance lists update --force)"
             )
-        counts = [int(c) for c in fields[1:]]
-        if path.stat().st_size != _HEADER + 8 * sum(counts):
+        counts = fields[2:]
+        if path.stat().st_size != header_size + 8 * sum(counts):
             raise EntryError(f"{path}: truncated")
         if mmap and sum(counts):
-            data = np.memmap(path, _U64, "r", offset=_HEADER, shape=(sum(counts),))
+            data = np.memmap(path, _U64, "r", offset=header_size, shape=(sum(counts),))
         else:
-            data = np.fromfile(path, _U64, offset=_HEADER, count=sum(counts))
+            data = np.fromfile(path, _U64, offset=header_size, count=sum(counts))
         ends = np.cumsum([0, *counts])
-        return cls(*(data[ends[i] : ends[i + 1]] for i in range(len(KINDS))))
+        return cls(*(data[ends[i] : ends[i + 1]] for i in range(len(KINDS))), depths=fields[1])
 
     def has(self, kind: str, h: int) -> bool:
         a = getattr(self, kind)
@@ -114,21 +127,26 @@ class Collector:
         self.exact = array("Q")
         self.pages = array("Q")
         self.page_hosts = array("Q")
+        self.depths = 0  # the OR of every name's depth bit (subtree, exact and page hosts)
 
     def domain(self, name: str | bytes, exact: bool = False) -> None:
         """Adds a name; ValueError if it is not a valid host name."""
-        (self.exact if exact else self.subtree).append(keyed_hash(self.key, name))
+        h, depth = keyed_hash_depth(self.key, name)
+        (self.exact if exact else self.subtree).append(h)
+        self.depths |= depth
 
     def page(self, host: str, path: str | bytes) -> None:
-        self.page_hosts.append(keyed_hash(self.key, host))
+        h, depth = keyed_hash_depth(self.key, host)
+        self.page_hosts.append(h)
         self.pages.append(page_hash(self.key, host, path))
+        self.depths |= depth
 
     def finish(self) -> EntrySet:
         subtree, exact, pages, page_hosts = (
             _unique(a) for a in (self.subtree, self.exact, self.pages, self.page_hosts)
         )
         # A name listed both ways needs only its subtree entry, which also matches the name itself.
-        return EntrySet(subtree, exact[~member(subtree, exact)], pages, page_hosts)
+        return EntrySet(subtree, exact[~member(subtree, exact)], pages, page_hosts, self.depths)
 
 
 def _unique(values: array) -> np.ndarray:

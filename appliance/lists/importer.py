@@ -31,7 +31,7 @@ from appliance.lists.progress import Progress
 from appliance.lists.sources import FOLDER_FILES, FetchError, fetch
 from appliance.store import Store
 from fastpath.names import normalise
-from fastpath.siphash import keyed_hash
+from fastpath.siphash import keyed_hash_depth
 
 PROBLEM_SAMPLE = 100
 ENTRY_SEPARATOR = "@"  # entry files are NAME@DIGEST.bin; list names cannot contain it
@@ -78,24 +78,26 @@ class ImportSink:
 
     def domain(self, lineno: int, name: bytes, exact: bool) -> None:
         try:
-            h = keyed_hash(self._key, name)
+            h, depth = keyed_hash_depth(self._key, name)
         except ValueError:
-            h = self._unusual(lineno, name)
-            if h is None:
+            hashed = self._unusual(lineno, name)
+            if hashed is None:
                 return
+            h, depth = hashed
         # An address literal (UT1 lists have many) is an entry for that address alone.
         if exact or (48 <= name[-1] <= 57 and _is_address(name)):
             self._exact(h)
         else:
             self._subtree(h)
+        self.collector.depths |= depth
         self._count()
 
-    def _unusual(self, lineno: int, name: bytes) -> int | None:
-        """The hash of a name that is not plain ASCII (UTF-8 Unicode, converted to IDNA), or None
-        after reporting the line."""
+    def _unusual(self, lineno: int, name: bytes) -> tuple[int, int] | None:
+        """The hash and depth bit of a name that is not plain ASCII (UTF-8 Unicode, converted to
+        IDNA), or None after reporting the line."""
         if any(b > 127 for b in name):
             try:
-                return keyed_hash(self._key, name.decode("utf-8"))
+                return keyed_hash_depth(self._key, name.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 pass
         self.problem(lineno, "not a valid domain name", name)

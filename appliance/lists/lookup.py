@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastpath.siphash import keyed_hash
-
 from appliance.lists.entries import EntrySet
+from fastpath.siphash import keyed_hash
 
 
 @dataclass(frozen=True)

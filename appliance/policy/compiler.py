@@ -98,8 +98,7 @@ def _build_tables(compiled: CompiledPolicy, directory: Path, key: bytes, progres
             array = getattr(entries, kind)
             for start in range(0, len(array), _CHUNK):
                 progress.update(f"compiling: {ref.name} ({kind}) {start:,}/{len(array):,}")
-                for h in array[start : start + _CHUNK].tolist():
-                    builder.add_hash(h, mask, exact)
+                builder.add_hashes(array[start : start + _CHUNK], mask, exact, entries.depths)
         page_hashes.append(np.asarray(entries.pages))
         page_masks.append(np.full(len(entries.pages), bit, np.uint64))
     trust = compiled.inputs.trust
