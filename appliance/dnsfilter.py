@@ -62,7 +62,7 @@ PRUNE_INTERVAL = 3600.0
 # up again: half the nftables sets' timeout, so an address that still resolves never lapses.
 DOH_CATEGORY = "doh_dot"
 DOH_REFRESH = ruleset.DOH_TIMEOUT / 2
-DOH_ASKED_AGAIN = 10.0  # seconds before a name blocked again is looked up again (a flood costs little)
+DOH_ASKED_AGAIN = 1.0  # seconds before a name blocked again is looked up again: a flood costs one a second
 TCP_IDLE_TIMEOUT = 10.0
 TCP_MAX_CONNECTIONS = 256
 RECEIVE_BUFFER = 4 << 20  # bursts of queries wait in the kernel, not on the floor

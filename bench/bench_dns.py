@@ -13,9 +13,17 @@ data (a warm cache); dnsmasq forwards to the same kind of unbound and answers fr
 resolver behind the filter and dnsmasq is reported on its own line: its CPU is part of what an
 allowed query costs.
 
-Target (issue 3): at least unbound's qps, and no more memory than dnsmasq.
+Latency (issue 3: the filter's added latency over unbound alone, p50 and p99): one namespace holds an
+unbound with the blocklist and the allowed names on 127.0.0.1:5353, and the filter on 127.0.0.1:53
+with that unbound as its resolver. The same blocked and allowed queries go to each, one at a time
+(`dnsperf -c 1 -q 1`, which times every answer), in alternating rounds so that both see the same
+disturbance from the machine's other tenants; the allowed names are asked once beforehand, so the
+filter answers them from its cache as unbound does from its local data.
 
-    .venv/bin/python bench/bench_dns.py [--domains 1000000] [--seconds 3] [--work DIR]
+Targets (issue 3): at least unbound's qps, and no more memory than dnsmasq.
+
+    .venv/bin/python bench/bench_dns.py [--domains 1000000] [--seconds 3] [--latency-queries 4000]
+                                        [--work DIR]
 
 BENCHMARKS.md runs dnsperf for 8 seconds (--seconds 8); the default is shorter while the machine is
 shared. The generated lists and the filter's compiled policy are kept in --work and reused.
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -41,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from appliance import audit  # noqa: E402
 from appliance.lists import catalogue, importer  # noqa: E402
+from appliance.lists.entries import MAGIC as LIST_FORMAT  # noqa: E402
 from appliance.policy import generations, inputs  # noqa: E402
 from appliance.store import Store  # noqa: E402
 from bench.common import COMMON_HOSTS, synthetic_domains  # noqa: E402
@@ -53,17 +63,17 @@ RESOLVER_PORT = 5353
 CLIENTS = 4
 MiB = 1024 * 1024
 TICK = os.sysconf("SC_CLK_TCK")
-# Sends a query for a blocked name every 5 ms until one is answered; prints when (CLOCK_MONOTONIC is
-# shared by every namespace, so the parent's start time compares with it).
+# Sends a query for a blocked name to a port every 5 ms until one is answered; prints when
+# (CLOCK_MONOTONIC is shared by every namespace, so the parent's start time compares with it).
 PROBE = """
 import socket, struct, sys, time
-name = sys.argv[1]
+name, port = sys.argv[1], int(sys.argv[2])
 query = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"".join(
     bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0\\0\\1\\0\\1"
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(0.005)
 while True:
-    s.sendto(query, ("127.0.0.1", 53))
+    s.sendto(query, ("127.0.0.1", port))
     try:
         if s.recv(512)[:2] == query[:2]:
             break
@@ -82,6 +92,7 @@ for name in sys.argv[1:]:
     print("block" if block else addresses[0] if addresses else dns.rcode.to_text(reply.rcode()))
 """
 SAMPLE = 25
+LATENCY_ROUNDS = 4
 
 
 def sh(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -95,7 +106,8 @@ def prepare(work: Path, n: int) -> list[str]:
     """Writes the blocklist in each server's form and the dnsperf query files; compiles the filter's
     policy from the list. Returns the blocked names (kept across runs with the same n)."""
     stamp = work / "prepared.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == {"domains": n, "seed": SEED}:
+    made = {"domains": n, "seed": SEED, "list_format": LIST_FORMAT.decode()}
+    if stamp.exists() and json.loads(stamp.read_text()) == made:
         return (work / "blocked.txt").read_text().split()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -122,7 +134,7 @@ def prepare(work: Path, n: int) -> list[str]:
             raise SystemExit(f"import failed: {result.error}")
         generations.apply(store, inputs.from_store(store, datetime.now(UTC)), "bench", "setup")
     print(f"compiled the filter's policy in {time.monotonic() - t0:.1f} s", flush=True)
-    stamp.write_text(json.dumps({"domains": n, "seed": SEED}))
+    stamp.write_text(json.dumps(made))
     return names
 
 
@@ -258,6 +270,21 @@ def dnsperf(ns: Namespace, queries: Path, seconds: float) -> tuple[float, int, i
     return qps, completed, lost
 
 
+def first_answer(
+    ns: Namespace, server: subprocess.Popen[bytes], log: Path, probe_name: str, port: int
+) -> float:
+    """When the server on port first answered a query for a blocked name (CLOCK_MONOTONIC)."""
+    probe = subprocess.run(
+        ns.argv(sys.executable, "-c", PROBE, probe_name, str(port)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if server.poll() is not None:
+        raise SystemExit(f"{log.stem} exited: {log.read_text()[-2000:]}")
+    return float(probe.stdout)
+
+
 def measure(
     name: str, argv: list[str], work: Path, seconds: float, probe_name: str, with_resolver: bool
 ) -> Result:
@@ -276,12 +303,7 @@ def measure(
             wait_port(ns, RESOLVER_PORT)
         started = time.monotonic()
         server = ns.start(*argv, log=work / f"{name}.log")
-        probe = subprocess.run(
-            ns.argv(sys.executable, "-c", PROBE, probe_name), capture_output=True, text=True, timeout=600
-        )
-        if server.poll() is not None:
-            raise SystemExit(f"{name} exited: {(work / f'{name}.log').read_text()[-2000:]}")
-        result.load_s = float(probe.stdout) - started
+        result.load_s = first_answer(ns, server, work / f"{name}.log", probe_name, 53) - started
         # A short unmeasured pass, so that caches are as warm for dnsmasq as for the others.
         dnsperf(ns, work / "allowed.queries", 1)
         for kind in ("blocked", "allowed"):
@@ -313,6 +335,73 @@ def check_answers(ns: Namespace, work: Path, name: str) -> None:
     wrong += [(q, a) for q, a in zip(allowed, out[SAMPLE:], strict=True) if not a.startswith("198.51.100.")]
     if wrong:
         raise SystemExit(f"{name} answered wrongly: {wrong[:5]}")
+
+
+# --- latency -------------------------------------------------------------------------------------
+
+Latencies = dict[tuple[str, str], list[float]]  # (server, kind) -> µs per answer
+
+
+def answer_times(ns: Namespace, queries: Path, port: int, expect: str | None) -> list[float]:
+    """Answer times in µs of queries sent one at a time (dnsperf -c 1 -q 1 -v), each answered with
+    rcode expect unless that is None."""
+    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-c", "1", "-q", "1"]
+    text = sh(*ns.argv(*argv, "-n", "1", "-t", "1", "-v")).stdout
+    answers = re.findall(r"^> (\S+) \S+ \S+ (\d+\.\d+)$", text, re.MULTILINE)
+    lost = int(re.search(r"Queries lost:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+    wrong = [rcode for rcode, _ in answers if expect and rcode != expect]
+    if lost or wrong:
+        raise SystemExit(f"{queries.name} on port {port}: {lost} lost, {len(wrong)} answered {wrong[:1]}")
+    return [float(seconds) * 1e6 for _, seconds in answers]
+
+
+def latency(work: Path, filter_argv: list[str], probe_name: str, count: int) -> Latencies:
+    """unbound alone (the blocklist and the allowed names, on RESOLVER_PORT) and the filter in front
+    of that same unbound (on 53), asked the same queries one at a time: count of each kind each."""
+    per_round = count // LATENCY_ROUNDS
+    blocked = (work / "blocked.queries").read_text().splitlines(keepends=True)[:per_round]
+    allowed = (work / "allowed.queries").read_text().splitlines(keepends=True)
+    files = {"blocked": work / "latency-blocked.queries", "allowed": work / "latency-allowed.queries"}
+    files["blocked"].write_text("".join(blocked))
+    files["allowed"].write_text("".join(allowed[i % len(allowed)] for i in range(per_round)))
+    servers = {"unbound": RESOLVER_PORT, "dnsfilter": 53}
+    times: Latencies = {(server, kind): [] for server in servers for kind in files}
+    ns = Namespace(f"bench-dns-latency-{os.getpid()}")
+    try:
+        log = work / "latency-unbound.log"
+        resolver = ns.start("unbound", "-d", "-c", str(unbound_conf(work, RESOLVER_PORT, True)), log=log)
+        first_answer(ns, resolver, log, probe_name, RESOLVER_PORT)
+        log = work / "latency-dnsfilter.log"
+        first_answer(ns, ns.start(*filter_argv, log=log), log, probe_name, 53)
+        check_answers(ns, work, "dnsfilter")
+        answer_times(ns, files["allowed"], 53, None)  # the filter caches them, as unbound holds them
+        for round_ in range(LATENCY_ROUNDS):
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for kind, path in files.items():
+                for server in order:
+                    expect = "NOERROR" if kind == "allowed" else "NXDOMAIN" if server == "unbound" else None
+                    times[server, kind] += answer_times(ns, path, servers[server], expect)
+    finally:
+        ns.close()
+    return times
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def report_latency(times: Latencies) -> None:
+    count = len(times["unbound", "blocked"])
+    print(f"\nlatency, one query at a time (dnsperf -c 1 -q 1), {count} of each kind per server: p50 / p99")
+    print(f"{'':<18}{'unbound alone':<18}{'filter in front of it':<24}added by the filter")
+    for kind, label in (("blocked", "blocked"), ("allowed", "allowed (cached)")):
+        theirs = [percentile(times["unbound", kind], p) for p in (50, 99)]
+        ours = [percentile(times["dnsfilter", kind], p) for p in (50, 99)]
+        added = [a - b for a, b in zip(ours, theirs, strict=True)]
+        cells = [f"{theirs[0]:.0f} / {theirs[1]:.0f} µs", f"{ours[0]:.0f} / {ours[1]:.0f} µs"]
+        print(f"{label:<18}{cells[0]:<18}{cells[1]:<24}{added[0]:+.0f} / {added[1]:+.0f} µs")
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -352,6 +441,9 @@ def main() -> None:
     )
     parser.add_argument("--domains", type=int, default=1_000_000, help="blocked domains (default 1M)")
     parser.add_argument("--seconds", type=float, default=3, help="dnsperf -l per run (BENCHMARKS.md: 8)")
+    parser.add_argument(
+        "--latency-queries", type=int, default=4000, help="of each kind per server, one at a time (0: none)"
+    )
     parser.add_argument("--work", type=Path, help="where inputs are kept between runs")
     args = parser.parse_args()
     work = (args.work or Path(f"/tmp/bench_dns.{args.domains}")).resolve()
@@ -371,8 +463,14 @@ def main() -> None:
     for name, argv, with_resolver in servers:
         print(f"measuring {name} ...", flush=True)
         results.append(measure(name, argv, work, args.seconds, probe, with_resolver))
+    times = None
+    if args.latency_queries:
+        print("measuring latency ...", flush=True)
+        times = latency(work, ours, probe, args.latency_queries)
     print(f"\n{args.domains} blocked domains, dnsperf -c {CLIENTS} -l {args.seconds:g}")
     report(results)
+    if times:
+        report_latency(times)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 from fastpath.names cimport (
+    LABEL_CHARS,
     MALFORMED,
     NAME_BUF,
     NEED_MORE,
     NOT_HANDLED,
+    NOT_LABEL_CHAR,
     OK,
-    normalise_label,
     normalise_name,
 )
 
@@ -226,37 +227,46 @@ cdef bint edns_options_ok(const uint8_t* msg, size_t pos, size_t end) noexcept n
     return pos == end
 
 
-cdef Py_ssize_t read_qname(const uint8_t* msg, size_t n, char* name) noexcept nogil:
+cdef Py_ssize_t read_qname(const uint8_t* msg, size_t n, uint8_t* wire, char* name) noexcept nogil:
     """Reads the question name at HEADER_LEN in one pass: its labels checked as walk_name checks
-    them, their bytes normalised into name (NAME_BUF bytes, NUL-terminated) by the rules of
-    names.pxd. Returns the offset just past the name, or -1 if it is malformed or invalid.
+    them, copied as sent to wire (WIRE_NAME_MAX bytes) and normalised into name (NAME_BUF bytes,
+    NUL-terminated) by the rules of names.pxd. Returns the offset just past the name, or -1 if it
+    is malformed or invalid.
 
     The name is always in place: a compression pointer in it would have to point before its own
-    start, into the header, which walk_name refuses too."""
-    cdef size_t pos = HEADER_LEN
-    cdef int o = 0
-    cdef uint8_t c
+    start, into the header, which walk_name refuses too. So wire is msg's bytes, and the byte at
+    wire[i + 1] is name[i] (a length byte past the first becomes a dot)."""
+    cdef const uint8_t* src = msg + HEADER_LEN
+    cdef size_t room = n - HEADER_LEN
+    cdef size_t pos = 0
+    cdef size_t i
+    cdef uint8_t c, byte
     cdef uint8_t bad = 0
     while True:
-        if pos >= n:
+        if pos >= room:
             return -1
-        c = msg[pos]
+        c = src[pos]
+        wire[pos] = c
         if c == 0:
             break
         # a length byte (pointers and the reserved types are 64 or more), its label within the
         # message, and room for at least the root label after it within WIRE_NAME_MAX
-        if c >= 64 or c >= n - pos or pos - HEADER_LEN + 1 + c >= WIRE_NAME_MAX:
+        if c >= 64 or c >= room - pos or pos + 1 + c >= WIRE_NAME_MAX:
             return -1
-        if o:
-            name[o] = 46
-            o += 1
-        bad |= normalise_label(msg + pos + 1, c, name + o)
-        o += c
+        if pos:
+            name[pos - 1] = 46
+        # Each byte through LABEL_CHARS, the check OR-ed in: no branch per byte.
+        for i in range(pos + 1, pos + 1 + c):
+            byte = src[i]
+            wire[i] = byte
+            byte = LABEL_CHARS[byte]
+            name[i - 1] = <char>byte
+            bad |= byte
         pos += 1 + c
-    if bad:
+    if bad & NOT_LABEL_CHAR:
         return -1
-    name[o] = 0
-    return pos + 1
+    name[pos - 1 if pos else 0] = 0
+    return HEADER_LEN + pos + 1
 
 
 cdef int parse_query(const uint8_t* msg, size_t n, DnsQuery* out) noexcept nogil:
@@ -288,14 +298,13 @@ cdef int parse_query(const uint8_t* msg, size_t n, DnsQuery* out) noexcept nogil
     if out.flags & FLAG_QR or out.qdcount > 1:
         return NOT_HANDLED
     if out.qdcount == 1:
-        end = read_qname(msg, n, out.name)
+        end = read_qname(msg, n, out.qname_wire, out.name)
         if end < 0 or n - end < 4:
             out.name[0] = 0
             return MALFORMED
         out.qname_wire_len = end - HEADER_LEN
         # the presentation form lacks the first length byte and the root label
         out.name_len = out.qname_wire_len - 2 if out.qname_wire_len > 1 else 0
-        memcpy(out.qname_wire, msg + HEADER_LEN, out.qname_wire_len)
         out.qtype = rd16(msg + end)
         out.qclass = rd16(msg + end + 2)
         off = out.question_end = end + 4

@@ -41,18 +41,6 @@ cdef extern from *:
 cdef enum:
     NOT_LABEL_CHAR = 0x80   # what LABEL_CHARS holds for a byte no label may contain
 
-cdef inline uint8_t normalise_label(const uint8_t* src, size_t n, char* out) noexcept nogil:
-    """Writes the normalised form of a label's n bytes to out; returns NOT_LABEL_CHAR if one of them
-    cannot appear in a host name (out then holds junk), else 0. The length is the caller's to check."""
-    cdef size_t i
-    cdef uint8_t c
-    cdef uint8_t seen = 0
-    for i in range(n):
-        c = LABEL_CHARS[src[i]]
-        out[i] = <char>c
-        seen |= c
-    return seen & NOT_LABEL_CHAR
-
 cdef int normalise_name(const uint8_t* src, size_t n, char* out) noexcept nogil
 
 # A normalised name that is really an IPv4 address: its last label is a decimal or 0x-hex number.

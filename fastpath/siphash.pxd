@@ -68,7 +68,7 @@ cdef uint64_t sip_hash(const SipKey* key, const uint8_t* data, size_t n) noexcep
 
 cdef inline uint64_t depth_bit(int labels) noexcept nogil:
     """A name's bit in a depth mask: bit d - 1 for d labels, bit 63 for 64 or more (labels >= 1)."""
-    return <uint64_t>1 << ((labels if labels < 64 else 64) - 1)
+    return <uint64_t>1 << (labels - 1 if labels < 64 else 63)
 
 # The hashes of the label-boundary suffixes of name[:n], in one pass over the name reversed byte by
 # byte ("www.example.com" is hashed as "moc.elpmaxe.www", so each shorter suffix's message is a

@@ -6,7 +6,7 @@ IWF's), so they must stay a PRF nobody can run a dictionary through without the 
 parameter set its authors give for that (1-3 is their suggestion for hash tables). The price is
 small: measured here, about 4 ns of a name's ~37 ns of hashing."""
 
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from fastpath.names cimport NAME_BUF, NAME_MAX, ascii_name, normalise_name
@@ -108,7 +108,9 @@ cdef int name_suffix_hashes(const SipKey* key, const char* name, int n, uint64_t
     cdef int full = n >> 3
     cdef int rest = n & 7
     cdef int count = 0
-    cdef int depth = 0     # dots passed: the suffix ending at the next one has depth + 1 labels
+    # Bit 0: whether the next suffix's depth is wanted. Shifted arithmetically, so that bit 63 (64 or
+    # more labels) stays for every deeper suffix.
+    cdef int64_t wanted = <int64_t>depths
     cdef int k, at
     cdef uint64_t word = 0
     cdef uint64_t x, dots
@@ -122,15 +124,15 @@ cdef int name_suffix_hashes(const SipKey* key, const char* name, int n, uint64_t
         dots = ~(((x & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | x | 0x7F7F7F7F7F7F7F7FULL)
         while dots:  # a dot ends a suffix's message
             at = sg_ctz64(dots) >> 3
-            if depths & depth_bit(depth + 1):
+            if wanted & 1:
                 hashes[count] = sip_final(s, word & low_bytes(at), 8 * k + at)
                 starts[count] = n - 8 * k - at
                 count += 1
-            depth += 1
+            wanted >>= 1
             dots &= dots - 1
         if k < full:
             sip_compress(&s, word)
-    if depths & depth_bit(depth + 1):
+    if wanted & 1:
         hashes[count] = sip_final(s, word & low_bytes(rest), n)
         starts[count] = 0
         count += 1

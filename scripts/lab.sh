@@ -56,7 +56,9 @@ echo
 echo "== the web UI"
 lab webui
 
+again="bash scripts/lab.sh"
+[ "$name" = lab ] || again="LAB_NAME=$name $again"
 echo
 echo "Try a client:   sudo ip netns exec $name-students curl http://www.bet365.com/"
 echo "Status:         sudo .venv/bin/appliance lab --name $name status"
-echo "Remove it all:  sudo bash scripts/lab.sh down"
+echo "Remove it all:  sudo $again down"

@@ -52,6 +52,14 @@ FIREFOX_PREFS = {
     "network.http.speculative-parallel-limit": 0,
     "network.prefetch-next": False,
     "network.trr.mode": 5,
+    # An http:// URL is fetched as given (HTTPS-First and the HSTS preload list would make it https://).
+    "dom.security.https_first": False,
+    "dom.security.https_first_schemeless": False,
+    "network.stricttransportsecurity.preloadlist": False,
+    # No HTTPS (type 65) records: forceResolve does not cover them, and they too upgrade to https://.
+    "network.dns.native_https_query": False,
+    "network.dns.upgrade_with_https_rr": False,
+    "network.dns.use_https_rr_as_altsvc": False,
     "extensions.update.enabled": False,
     "extensions.getAddons.cache.enabled": False,
     "browser.newtabpage.enabled": False,

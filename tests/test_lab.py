@@ -2,11 +2,14 @@
 with real clients (dig, curl, the lab's aioquic client) from inside each group's namespace.
 
 The gateway runs as a plain router here (--gateway plain): with no filter in the way every lab server
-must be reachable from every group, over IPv4 and IPv6, by name through the gateway's resolver."""
+must be reachable from every group, over IPv4 and IPv6, by name through the gateway's resolver. The lab
+with the appliance and its sample policy is tests/test_e2e_lab.py's; the sample policy's own code is
+tested here, on a state directory of its own."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import struct
@@ -17,9 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config
-from appliance.dataplane import ruleset
-from appliance.lab import check, netns, processes
+from appliance.lab import check, netns, processes, sample
 from appliance.lab.sites import INTERNET_FILE, load_internet
 from appliance.lab.topology import WAN_GATEWAY_IPV4, Lab
 
@@ -143,7 +144,8 @@ def test_check_command_prints_a_table_per_group(lab: Lab) -> None:
         site = INTERNET.site(name)
         row = re.search(rf"^  {re.escape(name)} .*$", result.stdout, re.M)
         assert row, name
-        assert row.group().split()[2:] == [site.ipv4, site.ipv6, "ok", "ok", "ok"], row.group()
+        # No policy column: a plain router has none.
+        assert row.group().split()[2:] == ["-", site.ipv4, site.ipv6, "ok", "ok", "ok"], row.group()
 
 
 def test_pages_name_the_site_and_the_client_seen_by_the_internet(lab: Lab) -> None:
@@ -263,47 +265,6 @@ def test_a_partly_built_lab_is_reported_and_cleared_by_down() -> None:
         appliance("lab", "--name", target.name, "down")
 
 
-def test_the_appliance_runs_in_the_gateway_with_the_lab_root() -> None:
-    """With --gateway appliance: what the data plane does today, and will keep doing as it grows."""
-    target = Lab(lab_name("la"))
-    try:
-        up = appliance("lab", "--name", target.name, "up", "--gateway", "appliance")
-        assert up.returncode == 0, up.stdout + up.stderr
-        status = appliance("lab", "--name", target.name, "status")
-        assert status.returncode == 0, status.stdout
-        assert "gateway runs the appliance (appliance run)" in status.stdout
-        assert in_ns(target.gateway_ns, "nft", "list", "table", ruleset.FAMILY, ruleset.TABLE).returncode == 0
-        # The appliance's own unbound recurses offline from the lab's root hints.
-        upstream = config.load(target.appliance_config).dns.upstream
-        site = INTERNET.site("www.bbc.co.uk")
-        own = in_ns(
-            target.gateway_ns,
-            "dig",
-            "+short",
-            f"@{upstream.address}",
-            "-p",
-            str(upstream.port),
-            site.names[0],
-        )
-        assert own.stdout.split() == [site.ipv4], own.stdout + own.stderr
-        # DNS a client sends to a foreign resolver is the gateway's business, not the foreign resolver's,
-        # and DoT to it does not get through.
-        students = target.client("students").netns
-        resolver = INTERNET.site(INTERNET.check_resolvers[0])
-        for family in check.FAMILIES:
-            assert check.identity(students, resolver.address(family), family).detail != "lab public resolver"
-        dot = check.dig(
-            students, site.names[0], 4, site.ipv4, [f"@{resolver.ipv4}", "+tls", f"+tls-ca={target.ca_cert}"]
-        )
-        assert not dot.ok, dot
-        pids = [pid for ns in target.namespaces for pid in netns.pids(ns)]
-        assert appliance("lab", "--name", target.name, "down").returncode == 0
-        assert nothing_left(target) == []
-        assert [p for p in pids if processes.alive(p)] == []
-    finally:
-        appliance("lab", "--name", target.name, "down")
-
-
 def test_lab_names_and_data_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lab name"):
         Lab("Bad_Name")
@@ -316,3 +277,67 @@ def test_lab_names_and_data_are_checked(tmp_path: Path) -> None:
     unknown.write_text(text.replace('category = "gambling"', 'category = "betting"'))
     with pytest.raises(ValueError, match="unknown category 'betting'"):
         load_internet(unknown)
+
+
+def test_sample_policy_lists_are_the_lab_datas_categories(tmp_path: Path) -> None:
+    policy = sample.load(INTERNET)
+    feeds = sample.write_feeds(INTERNET, policy, tmp_path / "feeds")
+    by_category = {f.category: f for f in feeds}
+    assert set(by_category) == {s.category for s in INTERNET.sites if s.category}
+    for category, feed in by_category.items():
+        names = [n for s in INTERNET.sites if s.category == category for n in s.names]
+        assert feed.path.read_text().split() == names
+        assert feed.format == policy.formats.get(category, "plain")
+    # The padlocked lists come in their own formats; the DoH endpoint list is there.
+    assert (by_category["iwf"].format, by_category["ctiru"].format) == ("iwf", "ctiru")
+    assert "doh_dot" in by_category
+
+
+def test_sample_policy_applies_through_the_policy_code(tmp_path: Path) -> None:
+    state = tmp_path / "appliance"
+    gen = sample.apply(state, INTERNET, tmp_path / "feeds")
+    assert gen.id == "000001"
+    policy = sample.load(INTERNET)
+    exams_allowed = {n for r in policy.rules if r.group == "exams" for n in r.names}
+
+    def explain(name: str, group: str) -> dict[str, str]:
+        out = appliance("policy", "explain", name, "--group", group, "--json", "--state-dir", str(state))
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    for site in INTERNET.sites:
+        if site.category in ("iwf", "ctiru"):
+            verdict = explain(site.names[0], "specialist")
+            assert (verdict["action"], verdict["reason"], verdict["iwf"]) == (
+                "block",
+                "PADLOCKED",
+                site.category == "iwf",
+            )
+    for name in exams_allowed:
+        assert explain(name, "exams")["action"] == "allow"
+        assert explain(name, "exams")["reason"] == "SCHOOL_ALLOW"
+    assert explain("www.bbc.co.uk", "exams")["action"] == "block"
+    # Every step went through the audit trail, which still verifies.
+    assert appliance("audit", "verify", "--state-dir", str(state)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('group = "exams"', 'group = "teachers"', "unknown group 'teachers'"),
+        ('iwf = "iwf"', 'iwf = "csv"', "unknown list format 'csv'"),
+        ('iwf = "iwf"', 'betting = "plain"', "unknown category 'betting'"),
+        (
+            '"www.aqa.org.uk"',
+            '"www.not-in-the-lab.example"',
+            "names no lab web site: www.not-in-the-lab.example",
+        ),
+    ],
+)
+def test_sample_policy_file_is_checked(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = sample.POLICY_FILE.read_text()
+    assert old in text
+    bad = tmp_path / "policy.toml"
+    bad.write_text(text.replace(old, new))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sample.load(INTERNET, bad)

@@ -18,12 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 
 from appliance import audit
 from appliance.cli import main
 from appliance.lists import catalogue, importer
-from appliance.lists.entries import EntrySet, page_hash
+from appliance.lists.entries import MAGIC_V1, EntrySet, key_fingerprint, page_hash
 from appliance.lists.formats import FORMATS
 from appliance.lists.lookup import ListLookup
 from appliance.lists.progress import Progress
@@ -185,6 +186,29 @@ def test_import_plain_reports_bad_lines_with_file_and_line(store: Store) -> None
     assert has(store, "plain", "exact", "1.2.3.4")  # an address literal matches only itself
     info = catalogue.get(store, "plain")
     assert (info.domains, info.exact, info.problems, info.last_error) == (5, 1, 1, None)
+
+
+def test_entry_file_keeps_the_lists_depth_mask(store: Store) -> None:
+    """One mask of the label counts a list's names have, so the compiled table probes only those."""
+    add_list(store, "plain", "plain", DATA / "plain.txt", "gambling")
+    importer.update(store, "plain", "tester", "test")
+    assert entries(store, "plain").depths == 0b1110  # casino.example, www.bets.example, 1.2.3.4
+    add_list(store, "ut1", "ut1", DATA / "ut1" / "gambling", "gambling")
+    importer.update(store, "ut1", "tester", "test")
+    assert entries(store, "ut1").depths == 0b10  # the page host casino-c.example too
+
+
+def test_entry_file_from_before_the_depth_mask_has_every_depth(store: Store, tmp_path: Path) -> None:
+    add_list(store, "plain", "plain", DATA / "plain.txt", "gambling")
+    importer.update(store, "plain", "tester", "test")
+    new = entries(store, "plain")
+    old = tmp_path / "v1.bin"
+    counts = [len(a) for a in new.arrays()]
+    header = np.array([key_fingerprint(store.key()), *counts], "<u8").tobytes()
+    old.write_bytes(MAGIC_V1 + header + b"".join(a.astype("<u8").tobytes() for a in new.arrays()))
+    read = EntrySet.read(old, store.key())
+    assert read.depths == (1 << 64) - 1
+    assert all(np.array_equal(a, b) for a, b in zip(read.arrays(), new.arrays(), strict=True))
 
 
 def test_import_reports_invalid_utf8(store: Store) -> None:

@@ -25,6 +25,7 @@ from appliance.policy.rules import Rule
 from appliance.policy.schedules import Schedule, Weekly
 from appliance.store import Store
 from fastpath import verdict
+from fastpath.table import DomainTable
 
 DATA = Path(__file__).parent / "data" / "lists"
 ROOT = Path(__file__).parent.parent
@@ -94,6 +95,12 @@ def test_table_is_reused_when_only_the_timetable_changes(store: Store) -> None:
     add_rule(store, "staff", "allow", "new.example")
     third = apply(store)
     assert not third.manifest["table_reused"]
+
+
+def test_compiled_table_probes_only_the_depths_its_names_have(store: Store) -> None:
+    """Lists pass their depth masks to the table: the fixtures' names have 2 and 3 labels."""
+    with DomainTable.open(apply(store).table_path, store.key()) as table:
+        assert table.depths == 0b110
 
 
 def test_rules_for_all_groups_and_lists_are_enforced_on_each_path(store: Store) -> None:

@@ -6,6 +6,7 @@ import os
 import struct
 import subprocess
 import sys
+from array import array
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastpath.siphash import keyed_hash
+from fastpath.siphash import keyed_hash, keyed_hash_depth
 from fastpath.table import DomainTable, TableBuilder, TableError, file_checksum
 
 KEY = bytes(range(16))
@@ -360,6 +361,34 @@ def test_add_hash_without_labels_is_found_at_every_depth(tmp_path: Path) -> None
     b.add_hash(keyed_hash(KEY, "tld"), 2)
     b.build(tmp_path / "t")
     assert DomainTable.open(tmp_path / "t", KEY).lookup("x.tld").categories == 2
+
+
+def test_add_hashes_with_a_lists_depth_mask(tmp_path: Path) -> None:
+    """A list's entries come as an array of hashes with one depth mask: only those depths are probed."""
+    names = ["casino.example", "www.poker.example", "a.b.c.d.e"]
+    depths = 0
+    for name in names:
+        depths |= keyed_hash_depth(KEY, name)[1]
+    assert depths == 0b10110 and keyed_hash_depth(KEY, ".".join("a" * 70))[1] == 1 << 63
+    b = TableBuilder(KEY)
+    b.add_hashes(array("Q", [keyed_hash(KEY, n) for n in names]), 1, depths=depths)
+    b.add_hashes(array("Q", [keyed_hash(KEY, "only.example")]), 2, exact=True, depths=0b10)
+    b.add_hashes(array("Q"), 4, depths=1)  # nothing to add: no depth either
+    b.build(tmp_path / "t")
+    t = DomainTable.open(tmp_path / "t", KEY)
+    assert t.depths == depths and len(t) == 4
+    assert t.lookup("x.www.poker.example").hits == (("www.poker.example", 1),)
+    assert t.lookup("z.a.b.c.d.e").matched == "a.b.c.d.e"
+    assert t.lookup("only.example").categories == 2 and not t.lookup("x.only.example")
+    b.add_hashes(array("Q", [keyed_hash(KEY, "tld")]), 8)  # no mask: every depth
+    b.build(tmp_path / "t")
+    assert DomainTable.open(tmp_path / "t", KEY).lookup("x.tld").categories == 8
+    with pytest.raises(ValueError, match="depths"):
+        b.add_hashes(array("Q", [1]), 1, depths=0)
+    with pytest.raises(ValueError, match="categories"):
+        b.add_hashes(array("Q", [1]), 0)
+    with pytest.raises(ValueError, match="dtype"):
+        b.add_hashes(array("I", [1]), 1)
 
 
 def test_wrong_key(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ from appliance.policy import timetable
 from appliance.policy.model import CATEGORIES
 
 WORKERS = 12
+# HTTP/3 fetches at once of names a group should not reach (see GroupRun._names).
+H3_BLOCKED_AT_ONCE = 16
 RTYPES = {4: "A", 6: "AAAA"}
 WEB = (("https", "HTTPS"), ("h3", "HTTP/3"), ("http", "HTTP"))
 # The matrix's columns besides the categories.
@@ -74,6 +76,11 @@ def _untried(resolver: str, target: str | None) -> str:
     if target is None:
         return "no test name is blocked for this group"
     return f"{resolver} does not resolve even outside the filter"
+
+
+def _setting(key: str, value: bool) -> str:
+    """A group's setting in the appliance config, as a reason's tail."""
+    return f" (the group's setting {key} = {str(value).lower()})"
 
 
 def _family(version: int) -> str:
@@ -181,7 +188,10 @@ class GroupRun:
         return not answer.addresses or set(answer.addresses) <= self.site.block_addresses
 
     def blocked_by_web(self, fetch: probes.Fetch) -> bool:
-        return not fetch.answered or fetch.remote_ip in self.site.block_addresses
+        """No answer, the block page's address, or a redirect there (the web filter's answer to a
+        blocked plain-HTTP request at the site's real address)."""
+        blocks = self.site.block_addresses
+        return not fetch.answered or fetch.remote_ip in blocks or fetch.redirect_host in blocks
 
     def judge(self, nc: NameCheck, check: str, blocked: bool | None, observed: str) -> None:
         e = nc.expectation
@@ -265,19 +275,23 @@ class GroupRun:
                     direct[(nc.name, scheme, family)] = partial(
                         lambda j, u: j.result()[u], by_ip, f"{scheme}://{nc.name}/"
                     )
-        specs = [
-            (nc.name, f, None) for nc in names for f in self.vantage.families if self.ref.address(nc.name, f)
+        reachable, blocked_specs = [], []
+        for nc in names:
+            block = bool(nc.expectation and nc.expectation.block)
+            for f in self.vantage.families:
+                if self.ref.address(nc.name, f):
+                    (blocked_specs if block else reachable).append((nc.name, f, None))
+                    if block:
+                        blocked_specs.append((nc.name, f, self.ref.address(nc.name, f)))
+        # What should be blocked never reaches a server, so many can wait out their timeouts at once;
+        # what should be reached goes a few at a time, so that no handshake times out for want of CPU.
+        h3 = [
+            self.pool.submit(probes.h3, self.wrap, reachable, self.site.cacert),
+            self.pool.submit(probes.h3, self.wrap, blocked_specs, self.site.cacert, H3_BLOCKED_AT_ONCE),
         ]
-        specs += [
-            (nc.name, f, self.ref.address(nc.name, f))
-            for nc in names
-            if nc.expectation and nc.expectation.block
-            for f in self.vantage.families
-            if self.ref.address(nc.name, f)
-        ]
-        h3 = self.pool.submit(probes.h3, self.wrap, specs, self.site.cacert)
-        for (name, family, address), fetch in h3.result().items():
-            (direct if address else fetches)[(name, "h3", family)] = partial(lambda v: v, fetch)
+        for job in h3:
+            for (name, family, address), fetch in job.result().items():
+                (direct if address else fetches)[(name, "h3", family)] = partial(lambda v: v, fetch)
         for nc in names:
             for family in self.vantage.families:
                 if (nc.name, family) not in dns:
@@ -329,12 +343,13 @@ class GroupRun:
         check = f"{title} to its real address {address} ({what})"
         reference = self.ref.answers(nc.name, protocol, family)
         if reference is None or not reference.answered:
+            seen = reference.words() if reference else "not tried"
             self.not_tested(
                 "circumvention",
                 check,
                 nc.name,
                 "-",
-                f"the site does not answer over {title} even outside the filter",
+                f"the site does not answer over {title} even outside the filter ({seen})",
             )
             return
         fetch = direct[(nc.name, protocol, family)]()
@@ -379,8 +394,13 @@ class GroupRun:
         self._negative(
             "DoH canary (Firefox turns off its DNS over HTTPS)",
             [self.testset.doh_canary] if self.testset.doh_canary else [],
+            _setting("block_doh_canary", self.group.block_doh_canary),
         )
-        self._negative("iCloud Private Relay", list(self.testset.private_relay))
+        self._negative(
+            "iCloud Private Relay",
+            list(self.testset.private_relay),
+            _setting("block_private_relay", self.group.block_private_relay),
+        )
         for name in self.testset.ech:
             check = "ECH keys in the HTTPS record"
             reference = self.ref.records.get(name)
@@ -391,18 +411,26 @@ class GroupRun:
                 continue
             answer = probes.dig(self.wrap, name, "HTTPS")
             ech = any("ech=" in r for r in answer.records)
-            self._circumvented(check, name, ech, answer.words()[:160], "ECH keys stripped")
+            setting = _setting("strip_ech", self.group.strip_ech)
+            self._circumvented(check, name, ech, answer.words()[:160], "ECH keys stripped", setting)
 
     def _circumvented(
-        self, check: str, target: str, bypass: bool, observed: str, expected: str = "blocked"
+        self,
+        check: str,
+        target: str,
+        bypass: bool,
+        observed: str,
+        expected: str = "blocked",
+        setting: str = "",
     ) -> None:
+        """setting: the group's configuration behind this route, named in the report."""
         status = Status.FAIL if bypass else Status.PASS
         why = (
             "circumvention route open: this group can get past the filter"
             if bypass
             else "circumvention route closed"
         )
-        self.add("circumvention", check, target, expected, status, observed, why)
+        self.add("circumvention", check, target, expected, status, observed, why + setting)
 
     def _doh(self, resolver: str, family: int, address: str | None, target: str | None) -> None:
         check = f"DNS over HTTPS to {resolver} ({address})"
@@ -425,8 +453,9 @@ class GroupRun:
         fetch = probes.curl(self.wrap, [url], family, self.site.cacert, resolve, extra)[url]
         self._circumvented(check, resolver, fetch.status == 200, fetch.words())
 
-    def _negative(self, check: str, names: list[str]) -> None:
-        """Names a client uses to decide to bypass the filter: they must get no address."""
+    def _negative(self, check: str, names: list[str], setting: str) -> None:
+        """Names a client asks before it goes round the filter: they must get no address (NXDOMAIN or
+        none). A block answer is an address too, so the client carries on (STANDARDS.md section 5)."""
         for name in names:
             if not self.ref.address(name, 4):
                 self.not_tested(
@@ -438,7 +467,10 @@ class GroupRun:
                 )
                 continue
             answer = probes.dig(self.wrap, name, "A")
-            self._circumvented(check, name, bool(answer.addresses), answer.words(), "no address")
+            why = setting
+            if answer.addresses and set(answer.addresses) <= self.site.block_addresses:
+                why += "; the policy blocks the name, and its block answer is an address"
+            self._circumvented(check, name, bool(answer.addresses), answer.words(), "no address", why)
 
     def _safe_search(self) -> None:
         level = self.group.safesearch

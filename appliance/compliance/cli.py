@@ -57,7 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _lab_config(name: str) -> tuple[Lab, Config]:
+    """The config of the appliance in the lab's gateway, as it runs (its groups' DNS settings are
+    what the checks are judged by); for a plain gateway, which runs none, the one the lab would give
+    it (its groups, subnets and block addresses)."""
     lab = Lab(name)
+    if lab.appliance_config.exists():
+        return lab, config_module.load(lab.appliance_config)
     return lab, config_module.parse(gateway.appliance_config(lab), source=f"lab {name}")
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 # The same clients, run the same way, as the lab's checker.
 from appliance.lab.check import CURL_ERRORS, DIG, STATUS_RE
@@ -58,13 +59,23 @@ class Fetch:
     status: int  # the HTTP status, 0 when none came
     remote_ip: str
     error: str  # what went wrong, in a few words; "" when a response came
+    redirect: str = ""  # where a redirect pointed (not followed)
 
     @property
     def answered(self) -> bool:
         return not self.error and self.status > 0
 
+    @property
+    def redirect_host(self) -> str:
+        """The host a redirect points to ("" for none): the web filter answers a blocked plain-HTTP
+        request, as the server, with a redirect to the block page at a block address."""
+        return (urlsplit(self.redirect).hostname or "") if self.redirect else ""
+
     def words(self) -> str:
-        return self.error or f"HTTP {self.status} from {self.remote_ip}"
+        if self.error:
+            return self.error
+        to = f", redirected to {self.redirect}" if self.redirect else ""
+        return f"HTTP {self.status} from {self.remote_ip}{to}"
 
 
 def curl(
@@ -79,7 +90,8 @@ def curl(
     resolve maps "name:port" to the address to use instead of asking DNS."""
     if not urls:
         return {}
-    argv = [*CURL, f"-{family}", "-w", "%{url} %{exitcode} %{response_code} %{remote_ip}\\n", *extra]
+    written = "%{url} %{exitcode} %{response_code} %{remote_ip} %{redirect_url}\\n"
+    argv = [*CURL, f"-{family}", "-w", written, *extra]
     if cacert:
         argv += ["--cacert", cacert]
     for host_port, address in (resolve or {}).items():
@@ -90,20 +102,21 @@ def curl(
     seen = {}
     for line in proc.stdout.splitlines():
         parts = line.split(" ")
-        if len(parts) == 4:
-            seen[parts[0]] = (int(parts[1]), int(parts[2]), parts[3])
+        if len(parts) == 5:
+            seen[parts[0]] = (int(parts[1]), int(parts[2]), parts[3], parts[4])
     out = {}
     for url in urls:
-        exitcode, code, remote = seen.get(url, (-1, 0, ""))
+        exitcode, code, remote, redirect = seen.get(url, (-1, 0, "", ""))
         error = "" if exitcode == 0 else CURL_ERRORS.get(exitcode, f"curl exit {exitcode}")
-        out[url] = Fetch(code, remote, error)
+        out[url] = Fetch(code, remote, error, redirect)
     return out
 
 
 def h3(
-    wrap: Wrap, specs: list[tuple[str, int, str | None]], cacert: str | None
+    wrap: Wrap, specs: list[tuple[str, int, str | None]], cacert: str | None, concurrency: int | None = None
 ) -> dict[tuple[str, int, str | None], Fetch]:
-    """HTTP/3 fetches of (name, family, address or None for the name's own) in one client process."""
+    """HTTP/3 fetches of (name, family, address or None for the name's own) in one client process,
+    concurrency at once (default: the client's)."""
     if not specs:
         return {}
     args = [f"{n}/{f}" + (f"/{a}" if a else "") for n, f, a in specs]
@@ -112,6 +125,7 @@ def h3(
         "-m",
         "appliance.compliance.h3fetch",
         *(["--cacert", cacert] if cacert else []),
+        *(["--concurrency", str(concurrency)] if concurrency else []),
         *args,
     ]
     proc = subprocess.run(wrap(argv), capture_output=True, text=True, check=False, timeout=300)

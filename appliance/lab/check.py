@@ -32,7 +32,8 @@ FAMILIES = (4, 6)
 WEB_PROBES = ("https", "h3", "http")
 RESOLVER_PROBES = ("do53", "dot", "doh", "doh-get")
 DIG = ["dig", "+time=2", "+tries=1", "+noall", "+comments", "+answer"]
-CURL = ["curl", "-sS", "--parallel", "--parallel-max", "32", "--connect-timeout", "5", "--max-time", "10"]
+# At most 6 connections at once, as a browser to one host: the block page refuses more from one device.
+CURL = ["curl", "-sS", "--parallel", "--parallel-max", "6", "--connect-timeout", "5", "--max-time", "10"]
 H3_TIMEOUT = 5.0  # seconds per name: a lab handshake takes well under one
 # curl exit codes a probe meets, in words (see curl(1), EXIT CODES).
 CURL_ERRORS = {
