@@ -63,6 +63,7 @@ PRUNE_INTERVAL = 3600.0
 DOH_CATEGORY = "doh_dot"
 DOH_REFRESH = ruleset.DOH_TIMEOUT / 2
 DOH_ASKED_AGAIN = 1.0  # seconds before a name blocked again is looked up again: a flood costs one a second
+DOH_ASKED_MAX = 1024  # blocked DoH names waiting to be looked up; beyond that they wait for the next block
 TCP_IDLE_TIMEOUT = 10.0
 TCP_MAX_CONNECTIONS = 256
 RECEIVE_BUFFER = 4 << 20  # bursts of queries wait in the kernel, not on the floor
@@ -341,11 +342,11 @@ class DohAddresses(threading.Thread):
         super().__init__(name="dnsfilter-doh", daemon=True)
         self.follower = follower
         self.upstream = follower.config.dns.upstream
-        self.asked: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.asked: queue.Queue[str] = queue.Queue(DOH_ASKED_MAX)
         self._wake = threading.Event()
         self._done = threading.Event()
         self._names: dict[tuple[str, str | None], list[str]] = {}  # (list, source digest) -> names
-        self._resolved: dict[str, float] = {}  # name -> when it was last looked up
+        self._resolved: dict[str, float] = {}  # name -> when it was looked up, for DOH_ASKED_AGAIN
         self._nft_error: str | None = None
 
     def stop(self) -> None:
@@ -353,8 +354,11 @@ class DohAddresses(threading.Thread):
         self._wake.set()
 
     def blocked(self, name: str) -> None:
-        """A query for name was blocked in the DoH category: resolve it soon (called by the writer)."""
-        self.asked.put(name)
+        """A query for name was blocked in the DoH category: resolve it soon (called by the writer).
+        Under a flood of names (random subdomains, say) the queue is full and the name is let go: a
+        client that keeps asking comes back, and the addresses of the listed names are kept anyway."""
+        with contextlib.suppress(queue.Full):
+            self.asked.put_nowait(name)
         self._wake.set()
 
     def run(self) -> None:
@@ -368,9 +372,11 @@ class DohAddresses(threading.Thread):
                 if snap is not None and (snap.generation != generation or time.monotonic() >= due):
                     generation, due = snap.generation, time.monotonic() + DOH_REFRESH
                     names = self._listed(store, snap)
+                now = time.monotonic()
+                self._resolved = {n: t for n, t in self._resolved.items() if now - t < DOH_ASKED_AGAIN}
                 while not self.asked.empty():
-                    name = self.asked.get()
-                    if time.monotonic() - self._resolved.get(name, -DOH_ASKED_AGAIN) >= DOH_ASKED_AGAIN:
+                    name = self.asked.get_nowait()
+                    if name not in self._resolved:
                         names.append(name)
                 self._add(nft, list(dict.fromkeys(names)))
                 self._wake.wait(REFRESH_INTERVAL)  # a new policy is noticed within a second

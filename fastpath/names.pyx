@@ -19,8 +19,8 @@ cdef int normalise_name(const uint8_t* src, size_t n, char* out) noexcept nogil:
         n -= 1
     if n > NAME_MAX:
         return -1
-    # Label lengths are checked at the dots only, and bytes through the table without a branch each:
-    # the one branch per byte (dot or not) is taken a few times per name.
+    # Each byte goes through LABEL_CHARS with its check OR-ed in; the one branch per byte, on dots,
+    # is taken only a few times per name, and label lengths are checked there.
     for i in range(n):
         c = src[i]
         if c == 46:

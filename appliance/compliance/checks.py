@@ -299,7 +299,7 @@ class GroupRun:
                 answer = dns[(nc.name, family)].result()
                 self.judge(nc, f"DNS {RTYPES[family]}", self.blocked_by_dns(answer), answer.words())
                 for protocol, title in WEB:
-                    self._web(nc, protocol, family, f"{title} over {_family(family)}", fetches)
+                    self._web(nc, protocol, family, title, fetches)
         for nc in names:
             for family in self.vantage.families:
                 for protocol, title in WEB:
@@ -311,9 +311,10 @@ class GroupRun:
         nc: NameCheck,
         protocol: str,
         family: int,
-        check: str,
+        title: str,
         fetches: dict[tuple[str, str, int], Callable[[], probes.Fetch]],
     ) -> None:
+        check = f"{title} over {_family(family)}"
         reference = self.ref.answers(nc.name, protocol, family)
         if reference is None or not reference.answered:
             seen = reference.words() if reference else "not tried"
@@ -322,7 +323,7 @@ class GroupRun:
                 check,
                 nc.name,
                 "-",
-                f"the site does not answer over {check} even outside the filter ({seen})",
+                f"the site does not answer over {title} even outside the filter ({seen})",
             )
             return
         fetch = fetches[(nc.name, protocol, family)]()
@@ -394,12 +395,14 @@ class GroupRun:
         self._negative(
             "DoH canary (Firefox turns off its DNS over HTTPS)",
             [self.testset.doh_canary] if self.testset.doh_canary else [],
-            _setting("block_doh_canary", self.group.block_doh_canary),
+            "Firefox keeps its own DNS over HTTPS on, past the filter, while this name has an address"
+            + _setting("block_doh_canary", self.group.block_doh_canary),
         )
         self._negative(
             "iCloud Private Relay",
             list(self.testset.private_relay),
-            _setting("block_private_relay", self.group.block_private_relay),
+            "Apple devices keep iCloud Private Relay on, past the filter, while this name has an address"
+            + _setting("block_private_relay", self.group.block_private_relay),
         )
         for name in self.testset.ech:
             check = "ECH keys in the HTTPS record"
@@ -453,9 +456,10 @@ class GroupRun:
         fetch = probes.curl(self.wrap, [url], family, self.site.cacert, resolve, extra)[url]
         self._circumvented(check, resolver, fetch.status == 200, fetch.words())
 
-    def _negative(self, check: str, names: list[str], setting: str) -> None:
+    def _negative(self, check: str, names: list[str], open_why: str) -> None:
         """Names a client asks before it goes round the filter: they must get no address (NXDOMAIN or
-        none). A block answer is an address too, so the client carries on (STANDARDS.md section 5)."""
+        none). A block answer is an address too, so the client carries on (STANDARDS.md section 5).
+        open_why: what an address lets clients do, and the group's setting behind it."""
         for name in names:
             if not self.ref.address(name, 4):
                 self.not_tested(
@@ -467,10 +471,13 @@ class GroupRun:
                 )
                 continue
             answer = probes.dig(self.wrap, name, "A")
-            why = setting
-            if answer.addresses and set(answer.addresses) <= self.site.block_addresses:
-                why += "; the policy blocks the name, and its block answer is an address"
-            self._circumvented(check, name, bool(answer.addresses), answer.words(), "no address", why)
+            if not answer.addresses:
+                why, status = "circumvention route closed: the name has no address", Status.PASS
+            else:
+                why, status = f"circumvention route open: {open_why}", Status.FAIL
+                if set(answer.addresses) <= self.site.block_addresses:
+                    why += "; the policy blocks the name, and a block answer is an address too"
+            self.add("circumvention", check, name, "no address", status, answer.words(), why)
 
     def _safe_search(self) -> None:
         level = self.group.safesearch

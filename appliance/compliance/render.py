@@ -33,6 +33,30 @@ def _areas(results: list[checks.Result]) -> list[str]:
     return order
 
 
+def _not_tested(results: list[checks.Result], areas: list[str], groups: list[str]) -> list[dict[str, Any]]:
+    """What could not be tested, one row per area and reason, with the names and groups it held for
+    (the same reason for many names and groups is one row, not dozens)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        if r.status != checks.Status.NOT_TESTED:
+            continue
+        row = rows.setdefault(
+            (r.area, r.why), {"area": r.area, "why": r.why, "names": [], "groups": [], "checks": 0}
+        )
+        if r.target != "-" and r.target not in row["names"]:
+            row["names"].append(r.target)
+        if r.group not in row["groups"]:
+            row["groups"].append(r.group)
+        row["checks"] += 1
+    for row in rows.values():
+        row["groups"] = (
+            "every group"
+            if len(groups) > 1 and len(row["groups"]) == len(groups)
+            else ", ".join(row["groups"])
+        )
+    return sorted(rows.values(), key=lambda row: (areas.index(row["area"]), row["why"]))
+
+
 def model(store: Store, report: reports.Stored) -> dict[str, Any]:
     """What the template shows, all from the stored document."""
     doc = report.document
@@ -46,7 +70,6 @@ def model(store: Store, report: reports.Stored) -> dict[str, Any]:
         for a in areas
     }
     per_group = [(g, dict(Counter(r.status.value for r in results if r.group == g))) for g in groups]
-    not_tested = Counter((r.group, r.area, r.why) for r in results if r.status == checks.Status.NOT_TESTED)
     ctx = doc["context"]
     by_category: Counter[str] = Counter()
     by_group: Counter[str] = Counter()
@@ -62,7 +85,8 @@ def model(store: Store, report: reports.Stored) -> dict[str, Any]:
         "areas": [(a, checks.area_title(a)) for a in areas],
         "matrix": matrix,
         "findings": report.findings,
-        "not_tested": sorted(not_tested.items()),
+        "not_tested": _not_tested(results, areas, groups),
+        "untested_groups": report.untested_groups,
         "counts": report.counts,
         "results_chart": charts.stacked("Checks by group: pass, fail, not tested", per_group),
         "blocked_by_category": by_category.most_common(),

@@ -68,15 +68,37 @@ class Stored:
     @property
     def findings(self) -> list[dict[str, Any]]:
         """The failed checks, one finding per group, area and name (with every check that failed for
-        it), numbered from 1 in the report's order: actions refer to these numbers."""
+        it), numbered from 1 in the report's order: actions refer to these numbers. Each has a kind
+        (finding_kind) for its heading."""
         grouped: dict[tuple[str, str, str], dict[str, Any]] = {}
         for r in self.document["results"]:
             if r["status"] != "fail":
                 continue
             key = (r["group"], r["area"], r["target"])
-            finding = grouped.setdefault(key, {**r, "checks": []})
+            kind = finding_kind(r["area"], r["expected"])
+            finding = grouped.setdefault(key, {**r, "kind": kind, "checks": []})
             finding["checks"].append({"check": r["check"], "observed": r["observed"]})
         return list(grouped.values())
+
+    @property
+    def untested_groups(self) -> list[str]:
+        """The groups for which no check could run at all (no probe, say): a run that says nothing
+        about them, which must never read as a pass."""
+        ran = {r["group"] for r in self.document["results"] if r["status"] != "not tested"}
+        return [g for g in self.document["groups"] if g not in ran]
+
+
+def finding_kind(area: str, expected: str) -> str:
+    """What a failed check means, in a few words for the DSL."""
+    if expected == "blocked":
+        return "under-blocked"
+    if expected == "reachable":
+        return "over-blocked"
+    if area == "circumvention":
+        return "circumvention route open"
+    if area == "safe_search":
+        return "safe search not as set"
+    return "failed"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import sys
 
 from appliance.lab.gateway import MODES
 from appliance.lab.topology import GROUP_VLANS, Lab
+from appliance.lab.webui import PORT as WEBUI_PORT
 
 # The handlers import the lab's modules when run, so that every other `appliance` command does not
 # pay for loading cryptography.
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "webui",
         help="serve the web UI for the lab's appliance (on 127.0.0.1 and the gateway's LAN addresses)",
     )
-    w.add_argument("--port", type=int, default=8443, help="its port on 127.0.0.1 (default 8443)")
+    w.add_argument("--port", type=int, default=WEBUI_PORT, help=f"port on 127.0.0.1 (default {WEBUI_PORT})")
     w.set_defaults(func=_webui)
 
 

@@ -62,7 +62,8 @@ def _in_netns(ns: str) -> Iterator[None]:
             yield
         finally:
             if libc.setns(own, CLONE_NEWNET) != 0:  # never go on in the wrong namespace
-                os._exit(f"cannot return from namespace {ns}")  # type: ignore[arg-type]
+                os.write(2, f"lab webui: cannot return from namespace {ns}\n".encode())
+                os._exit(1)
     finally:
         os.close(target)
         os.close(own)
