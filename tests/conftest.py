@@ -3,14 +3,17 @@ take the shared one as an argument to build on it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import labs
 import pytest
 from flask import Flask
 from test_webui_support import Mailbox, build_state, copy_state, make_app, smtp_server, use_smtp
 
 from appliance import audit
+from appliance.lab.topology import Lab
 from appliance.lists import catalogue, importer
 from appliance.store import Store
 
@@ -55,3 +58,15 @@ def mailbox(state: Path) -> Iterator[Mailbox]:
         with Store(state) as store:
             use_smtp(store, port)
         yield box
+
+
+# The lab (docs/lab.md): one per module, named from the module's LAB_PREFIX, so that modules never touch
+# each other's labs or yours.
+
+
+@pytest.fixture(scope="module")
+def appliance_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """The lab running the appliance with its sample policy, for the whole module (LAB_PREFIX and this
+    process's id name it); `lab down` at the end must leave nothing behind (labs.appliance_lab)."""
+    with labs.appliance_lab(f"{request.module.LAB_PREFIX}{os.getpid() % 100000}") as lab:
+        yield lab

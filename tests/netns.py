@@ -28,6 +28,33 @@ from appliance.lab import netns as plumbing
 
 _counter = itertools.count()
 
+# A gateway config's LANs for tests with three client namespaces (students fail closed, staff fail
+# open, exams on an allowlist), each VLAN a veth named like the gateway side of its link.
+THREE_GROUPS = '''[[lan]]
+interface = "lan_st"
+group = "students"
+subnets = ["10.10.0.0/24", "fd00:10::/64"]
+
+[[lan]]
+interface = "lan_sf"
+group = "staff"
+subnets = ["10.20.0.0/24", "fd00:20::/64"]
+
+[[lan]]
+interface = "lan_ex"
+group = "exams"
+subnets = ["10.30.0.0/24", "fd00:30::/64"]
+
+[groups.students]
+fail = "closed"
+
+[groups.staff]
+fail = "open"
+
+[groups.exams]
+internet = "allowlist"
+'''
+
 
 class Netns:
     """One network namespace; commands run inside it through `ip netns exec`."""

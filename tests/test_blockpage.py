@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import realclients as rc
-from netns import Netns, netns_lab
+from netns import THREE_GROUPS, Netns, netns_lab
 
 from appliance import audit
 from appliance.blockpage import PORT
@@ -62,26 +62,7 @@ interface = "wan0"
 forwarders = ["203.0.113.53"]
 dnssec = false
 
-[[lan]]
-interface = "lan_st"
-group = "students"
-subnets = ["10.10.0.0/24", "fd00:10::/64"]
-
-[[lan]]
-interface = "lan_sf"
-group = "staff"
-subnets = ["10.20.0.0/24", "fd00:20::/64"]
-
-[[lan]]
-interface = "lan_ex"
-group = "exams"
-subnets = ["10.30.0.0/24", "fd00:30::/64"]
-
-[groups.students]
-[groups.staff]
-[groups.exams]
-internet = "allowlist"
-"""
+{lans}"""
 
 LISTS = {
     # name: (format, category, lines)
@@ -141,7 +122,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             client.route_default(f"10.{net}.0.1", f"fd00:{net}::1")
             plumbing.write_etc(client.name, "resolv.conf", f"nameserver 10.{net}.0.1\n")
         config = tmp / "appliance.toml"
-        config.write_text(CONFIG.format(school=SCHOOL, state=state))
+        config.write_text(CONFIG.format(school=SCHOOL, state=state, lans=THREE_GROUPS))
         log = tmp / "run.log"
         run = gw.popen(
             sys.executable, "-m", "appliance.cli", "run", "--config", str(config), stdout=log.open("w")

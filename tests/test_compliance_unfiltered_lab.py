@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_compliance_lab import appliance, latest_results
+from labs import appliance
+from test_compliance_lab import latest_results
 
 from appliance.lab.topology import Lab
 

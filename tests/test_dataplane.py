@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from netns import Netns, netns_lab
+from netns import THREE_GROUPS, Netns, netns_lab
 
 pytestmark = pytest.mark.netns
 
@@ -71,30 +71,7 @@ dnssec = false
 [fastpath]
 packets_per_flow = 4
 
-[[lan]]
-interface = "lan_st"
-group = "students"
-subnets = ["10.10.0.0/24", "fd00:10::/64"]
-
-[[lan]]
-interface = "lan_sf"
-group = "staff"
-subnets = ["10.20.0.0/24", "fd00:20::/64"]
-
-[[lan]]
-interface = "lan_ex"
-group = "exams"
-subnets = ["10.30.0.0/24", "fd00:30::/64"]
-
-[groups.students]
-fail = "closed"
-
-[groups.staff]
-fail = "open"
-
-[groups.exams]
-internet = "allowlist"
-"""
+{lans}"""
 
 
 @dataclass
@@ -186,7 +163,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "--address=/#/2001:db8:bad::99",
         )
         config = tmp / "appliance.toml"
-        config.write_text(CONFIG.format(state=tmp / "state", foreign=FOREIGN_DNS4))
+        config.write_text(CONFIG.format(state=tmp / "state", foreign=FOREIGN_DNS4, lans=THREE_GROUPS))
 
         notify_path = tmp / "notify.sock"
         notify_socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -329,7 +306,7 @@ def test_stop_removes_everything(gateway: Gateway) -> None:
 
 def test_bad_config_applies_nothing(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
-    text = CONFIG.format(state=tmp_path, foreign=FOREIGN_DNS4)
+    text = CONFIG.format(state=tmp_path, foreign=FOREIGN_DNS4, lans=THREE_GROUPS)
     config.write_text(text.replace('fail = "open"', 'fail = "ajar"'))
     with netns_lab() as lab:
         gw = lab.namespace("gw")

@@ -17,14 +17,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import labs
 import pytest
 import realclients as rc
+from labs import appliance
 
 from appliance import config, dnsfilter, events
 from appliance.dataplane import ruleset
@@ -44,12 +46,6 @@ FAMILIES = (4, 6)
 RESOLVER = INTERNET.site(INTERNET.check_resolvers[0])
 RESTART_LIMIT = 2.0  # seconds from the web filter's restart until service is back
 REFUSED_FAST = 2.0  # seconds: a refusal is a reset or an ICMP error, never a timeout
-
-
-def appliance(*args: str, timeout: float = 180, input: str = "") -> subprocess.CompletedProcess[str]:
-    """The CLI, its standard input not a terminal."""
-    argv = [sys.executable, "-m", "appliance.cli", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, check=False)
 
 
 def run(ns: str, *argv: str, timeout: float = 30, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -112,40 +108,23 @@ class School:
             return events.search(store, events.Query(name=name, group=group, start=self.started))
 
 
+LAB_PREFIX = "e2e"  # the conftest's appliance_lab fixture names this module's lab from it
+
+
 @pytest.fixture(scope="module")
-def school() -> Iterator[School]:
-    lab = Lab(f"e2e{os.getpid() % 100000}")
+def school(appliance_lab: Lab) -> School:
+    lab = appliance_lab
     started = datetime.now(UTC)
-    try:
-        up = appliance("lab", "--name", lab.name, "up", "--gateway", "appliance")
-        assert up.returncode == 0, up.stdout + up.stderr
-        names = INTERNET.names("web")
-        words = check.policy_verdicts(lab, GROUPS, names)
-        reports = {r.client.group: r for r in check.run(lab, INTERNET, GROUPS)}
-        yield School(
-            lab,
-            config.load(lab.appliance_config),
-            {key: text.split()[0] for key, text in words.items()},
-            reports,
-            started,
-        )
-    finally:
-        down = appliance("lab", "--name", lab.name, "down")
-        # The appliance took its nftables table away when it stopped (`lab down` says if it did not),
-        # and nothing of the lab is left: namespaces, their /etc/netns files, processes, state.
-        assert down.returncode == 0, down.stdout + down.stderr
-        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert not [ns for ns in lab.namespaces if re.search(rf"^{ns}\b", listed, re.M)]
-        assert not [ns for ns in lab.namespaces if (netns.NETNS_ETC / ns).exists()]
-        assert not lab.state_dir.exists()
-        assert not any(str(lab.appliance_config) in _cmdline(p) for p in Path("/proc").glob("[0-9]*"))
-
-
-def _cmdline(proc: Path) -> str:
-    try:
-        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    names = INTERNET.names("web")
+    words = check.policy_verdicts(lab, GROUPS, names)
+    reports = {r.client.group: r for r in check.run(lab, INTERNET, GROUPS)}
+    return School(
+        lab,
+        config.load(lab.appliance_config),
+        {key: text.split()[0] for key, text in words.items()},
+        reports,
+        started,
+    )
 
 
 def parallel(*calls: Callable[[], object]) -> list[object]:
@@ -573,7 +552,7 @@ def _webfilter_pids(school: School) -> list[int]:
     return [
         pid
         for pid in netns.pids(school.lab.gateway_ns)
-        if re.search(r"appliance\.cli webfilter ", _cmdline(Path(f"/proc/{pid}")))
+        if re.search(r"appliance\.cli webfilter ", labs.cmdline(Path(f"/proc/{pid}")))
     ]
 
 

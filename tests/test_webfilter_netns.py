@@ -34,7 +34,7 @@ import pytest
 import realclients as rc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from netns import Netns, netns_lab
+from netns import THREE_GROUPS, Netns, netns_lab
 
 from appliance import audit, events, webfilter
 from appliance.dataplane import run as dataplane_run
@@ -69,30 +69,7 @@ queue = 0
 queue_count = 2
 packets_per_flow = {packets}
 
-[[lan]]
-interface = "lan_st"
-group = "students"
-subnets = ["10.10.0.0/24", "fd00:10::/64"]
-
-[[lan]]
-interface = "lan_sf"
-group = "staff"
-subnets = ["10.20.0.0/24", "fd00:20::/64"]
-
-[[lan]]
-interface = "lan_ex"
-group = "exams"
-subnets = ["10.30.0.0/24", "fd00:30::/64"]
-
-[groups.students]
-fail = "closed"
-
-[groups.staff]
-fail = "open"
-
-[groups.exams]
-internet = "allowlist"
-"""
+{lans}"""
 
 # HTTP (80), HTTPS (443, Python ssl with the lab's SNI-recording context) and HTTP/3 (UDP 443, the
 # lab's aioquic server) on each address. Each request is logged as "PROTOCOL CLIENT -> SERVER
@@ -288,7 +265,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         threading.Thread(target=lambda: server_log.extend(server.stdout), daemon=True).start()  # type: ignore[arg-type]
 
         config = tmp / "appliance.toml"
-        config.write_text(CONFIG.format(state=state, packets=PACKETS_PER_FLOW))
+        config.write_text(CONFIG.format(state=state, packets=PACKETS_PER_FLOW, lans=THREE_GROUPS))
         run = gw.popen(sys.executable, "-m", "appliance.cli", "run", "--config", str(config))
         gateway = Gateway(gw, clients, state, config, run, server_log, None, macs, spki_pin(cert))
         try:

@@ -46,8 +46,8 @@ def login() -> Response | str | tuple[str, int]:
         )
         return page, 429 if e.throttled else 401
     begin_session(u)
-    if u.must_change_password:
-        return redirect(url_for("auth.password"))
+    if u.must_change_password:  # then on to where they were going (say the block page's link)
+        return redirect(url_for("auth.password", next=nxt))
     return redirect(nxt or url_for("auth.home"))
 
 
@@ -70,8 +70,9 @@ def account() -> str:
 @requires(Permission.SIGNED_IN)
 def password() -> Response | str | tuple[str, int]:
     u = current_user()
+    nxt = safe_next(request.values.get("next"))
     if request.method == "GET":
-        return render_template("password.html", user=u)
+        return render_template("password.html", user=u, next=nxt)
     store = db.store()
     try:
         if not accounts.verify_password(store, u.id, request.form.get("current", "")):
@@ -82,11 +83,11 @@ def password() -> Response | str | tuple[str, int]:
         with audit.change(store, u.username, "changed own password", db.now()) as ch:
             accounts.set_password(ch, u.id, new, must_change=False)
     except USER_ERRORS as e:
-        return render_template("password.html", user=u, error=str(e)), 400
+        return render_template("password.html", user=u, error=str(e), next=nxt), 400
     # Changing the password ended every session, this one too: start a fresh one.
     begin_session(accounts.get(store, u.id))
     flash("Your password has been changed.")
-    return redirect(url_for("auth.home"))
+    return redirect(nxt or url_for("auth.home"))
 
 
 @bp.post("/account/tokens")
