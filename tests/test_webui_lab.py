@@ -60,8 +60,8 @@ ACCOUNTS = {  # user name: (role, full name), added by the administrator on the 
     "dsl": ("dsl", "Dee Safeguarding"),
 }
 # How long the approved allow lasts. The form's shortest is "until a date", today, which ends at
-# midnight; the test moves the request's end to this long after the DSL's page is opened (School.end_at)
-# so that the allow the DSL puts in force ends during the test.
+# midnight; once IT has reviewed the request, the test moves its end to this long ahead (School.end_at),
+# so that the allow the DSL then puts in force ends during the test.
 ALLOW_FOR = timedelta(seconds=40)
 IN_FORCE_WITHIN = 10.0  # seconds for the data plane to follow a new policy generation (about 1 s)
 REFUSED = (35, 56)  # curl: reset during the TLS handshake
