@@ -26,7 +26,8 @@ Targets (issue 3): at least unbound's qps, and no more memory than dnsmasq.
                                         [--work DIR]
 
 BENCHMARKS.md runs dnsperf for 8 seconds (--seconds 8); the default is shorter while the machine is
-shared. The generated lists and the filter's compiled policy are kept in --work and reused.
+shared. The generated lists and the filter's compiled policy are kept in --work and reused (made
+again when the list store's file format changes).
 """
 
 from __future__ import annotations

@@ -10,7 +10,17 @@ from pathlib import Path
 import labs
 import pytest
 from flask import Flask
-from test_webui_support import Mailbox, build_state, copy_state, make_app, smtp_server, use_smtp
+from playwright.sync_api import Browser, sync_playwright
+from test_webui_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Mailbox,
+    build_state,
+    copy_state,
+    make_app,
+    smtp_server,
+    use_smtp,
+)
 
 from appliance import audit
 from appliance.lab.topology import Lab
@@ -70,3 +80,18 @@ def appliance_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     process's id name it); `lab down` at the end must leave nothing behind (labs.appliance_lab)."""
     with labs.appliance_lab(f"{request.module.LAB_PREFIX}{os.getpid() % 100000}") as lab:
         yield lab
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Namespace tests need root: run as a normal user they fail with this plain reason, never skip.
+    if item.get_closest_marker("netns") and os.geteuid() != 0:
+        pytest.fail("this test builds network namespaces: run the suite as root (bash scripts/test.sh)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium under Playwright (never a downloaded browser)."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

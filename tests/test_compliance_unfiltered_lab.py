@@ -15,10 +15,7 @@ from test_compliance_lab import latest_results
 
 from appliance.lab.topology import Lab
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.netns
 
 TESTSET = """
 [categories]

@@ -35,10 +35,7 @@ from appliance.lab.sites import Site, load_internet
 from appliance.lab.topology import GROUP_VLANS, Lab
 from appliance.store import Store
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.netns
 
 INTERNET = load_internet()
 GROUPS = list(GROUP_VLANS)

@@ -24,10 +24,7 @@ from appliance.lab import check, netns, processes, sample
 from appliance.lab.sites import INTERNET_FILE, load_internet
 from appliance.lab.topology import WAN_GATEWAY_IPV4, Lab
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.netns
 
 INTERNET = load_internet()
 GROUPS = [c.group for c in Lab().clients]

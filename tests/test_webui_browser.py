@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
-from test_webui_support import PASSWORD, Mailbox, build_state, free_port, smtp_server, use_smtp
+from playwright.sync_api import Browser
+from test_webui_support import Mailbox, Person, build_state, free_port, smtp_server, use_smtp
 
 from appliance import events
 from appliance.events import BlockEvent
@@ -29,17 +29,6 @@ from appliance.store import Store
 from webui import policy_ops, sender, tls
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
 
 
 @pytest.fixture(scope="module")
@@ -91,49 +80,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, 
             server.terminate()
             server.wait(timeout=20)
             log.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-class Person:
-    """One member of staff in their own browser context (own cookies), noting page problems."""
-
-    def __init__(self, browser: Browser, base: str, username: str) -> None:
-        self.base = base
-        self.username = username
-        self.context = browser.new_context(
-            ignore_https_errors=True, viewport={"width": 1280, "height": 900}, locale="en-GB"
-        )
-        self.page: Page = self.context.new_page()
-        self.problems: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on("console", self._console)
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            self.problems.append(message.text)
-
-    def go(self, path: str) -> Page:
-        self.page.goto(self.base + path)
-        return self.page
-
-    def sign_in(self) -> None:
-        self.page.fill("input[name=username]", self.username)
-        self.page.fill("input[name=password]", PASSWORD)
-        self.page.click("button:has-text('Sign in')")
-
-    def shot(self, name: str) -> None:
-        folder = os.environ.get("WEBUI_SCREENSHOTS")
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def verdict(state: Path, name: str, group: str, at: datetime | None = None) -> str:

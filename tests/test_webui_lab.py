@@ -14,12 +14,10 @@ pages go to $WEBUI_SCREENSHOTS if set (docs/webui.md)."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -27,8 +25,7 @@ import pytest
 import realclients as rc
 from labs import appliance
 from playwright.sync_api import Browser
-from test_webui_browser import ARGS, CHROMIUM, Person, browser  # noqa: F401 (browser: a fixture, used)
-from test_webui_support import PASSWORD, free_port
+from test_webui_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Person, free_port
 
 from appliance import config
 from appliance.lab import check, processes
@@ -39,11 +36,7 @@ from appliance.policy.model import CATEGORIES
 from appliance.store import Store, iso
 from webui.times import local
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
-]
+pytestmark = pytest.mark.netns
 
 LAB_PREFIX = "wl"  # the conftest's appliance_lab fixture names this module's lab from it
 INTERNET = load_internet()
@@ -145,7 +138,7 @@ def school(appliance_lab: Lab) -> School:
 
 
 @pytest.fixture(scope="module")
-def staff(school: School, browser: Browser) -> School:  # noqa: F811 (browser: the imported fixture)
+def staff(school: School, browser: Browser) -> School:
     """The administrator signs in and adds the teacher, the IT technician and the DSL on the Accounts
     page, each with a first password they must change when they first sign in."""
     admin = Person(browser, school.base, ADMIN)
@@ -170,7 +163,7 @@ def staff(school: School, browser: Browser) -> School:  # noqa: F811 (browser: t
 @pytest.fixture(scope="module")
 def pupil_browser(
     appliance_lab: Lab,
-    browser: Browser,  # noqa: F811 (the imported fixture: its Playwright launches this one too)
+    browser: Browser,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Browser]:
     """Debian's chromium run in the pupil's group's namespace, so it finds names through the gateway
@@ -181,7 +174,7 @@ def pupil_browser(
         f'#!/bin/sh\nexec ip netns exec {appliance_lab.client(PUPIL).netns} {CHROMIUM} "$@"\n'
     )
     launcher.chmod(0o755)
-    pupil = browser.browser_type.launch(executable_path=str(launcher), args=ARGS)
+    pupil = browser.browser_type.launch(executable_path=str(launcher), args=CHROMIUM_ARGS)
     yield pupil
     pupil.close()
 
@@ -206,7 +199,7 @@ def until(check_: Callable[[], bool], what: str, within: float = IN_FORCE_WITHIN
 
 def test_a_pupil_is_blocked_a_teacher_asks_it_and_dsl_approve_and_the_allow_ends(
     staff: School,
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     pupil_browser: Browser,
 ) -> None:
     school = staff
@@ -331,7 +324,7 @@ def test_a_pupil_is_blocked_a_teacher_asks_it_and_dsl_approve_and_the_allow_ends
 
 def test_a_padlocked_site_offers_no_request_and_its_form_says_why(
     staff: School,
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     pupil_browser: Browser,
 ) -> None:
     school = staff

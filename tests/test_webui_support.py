@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 import shutil
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from appliance import audit
 from appliance.lists import catalogue, importer
@@ -184,3 +186,49 @@ def use_smtp(store: Store, port: int) -> None:
                 "mail_sender": "filter@school.test",
             },
         )
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class Person:
+    """One member of staff in their own browser context (own cookies), noting page problems."""
+
+    def __init__(self, browser: Browser, base: str, username: str) -> None:
+        self.base = base
+        self.username = username
+        self.context = browser.new_context(
+            ignore_https_errors=True, viewport={"width": 1280, "height": 900}, locale="en-GB"
+        )
+        self.page: Page = self.context.new_page()
+        self.problems: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            self.problems.append(message.text)
+
+    def go(self, path: str) -> Page:
+        self.page.goto(self.base + path)
+        return self.page
+
+    def sign_in(self) -> None:
+        self.page.fill("input[name=username]", self.username)
+        self.page.fill("input[name=password]", PASSWORD)
+        self.page.click("button:has-text('Sign in')")
+
+    def shot(self, name: str) -> None:
+        folder = os.environ.get("WEBUI_SCREENSHOTS")
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
