@@ -29,11 +29,15 @@ systemctl disable --now unbound >/dev/null 2>&1 || true
 if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-.venv/bin/pip install -q --upgrade pip
-if [ "$dev" = 1 ]; then
-  .venv/bin/pip install -q -e '.[dev]'
-else
-  .venv/bin/pip install -q -e .
+# pip and the Cython build are chatty; their output is kept in a log and shown only if they fail.
+log=$(mktemp /tmp/appliance-install.XXXXXX.log)
+target=.
+[ "$dev" = 1 ] && target='.[dev]'
+echo "installing the project into .venv (compiling the fast path; log: $log)"
+if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e "$target"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "install.sh: pip install failed (log above, also in $log)" >&2
+  exit 1
 fi
 # The systemd units (systemd/) run the appliance from here.
 ln -sf "$PWD/.venv/bin/appliance" /usr/local/bin/appliance

@@ -5,6 +5,7 @@ no network namespaces; tests/test_compliance_lab.py probes the lab."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -249,6 +250,31 @@ def test_pdf_renders_the_same_every_time_and_reads_as_a_dsl_would(store: Store, 
     # The verdict box is drawn in red: the first page shows the failure at a glance.
     reds = sum(1 for r, g, b in first.getdata() if r > 150 and g < 90 and b < 90)
     assert reds > 200
+
+
+def test_a_group_nothing_could_be_tested_for_never_reads_as_a_pass(store: Store) -> None:
+    """staff could not be probed at all (no probe address, say): with no failures anywhere, the report
+    is incomplete, not a pass, and says for whom."""
+    apply(store)
+    passed = checks.Result(
+        "students",
+        "iwf",
+        "DNS A",
+        "iwf.testfiltering.com",
+        "blocked",
+        checks.Status.PASS,
+        "192.0.2.1",
+        "required",
+    )
+    unprobed = checks.Result(
+        "staff", "circumvention", "all probes", "-", "-", checks.Status.NOT_TESTED, "", "no probe address"
+    )
+    report = reports.save(store, document(store, [passed, unprobed]), "alice", "termly test")
+    assert report.failures == 0 and report.untested_groups == ["staff"]
+    page = render.html(store, report)
+    assert "Incomplete: nothing could be tested for staff" in page and "No findings" not in page
+    both = reports.save(store, document(store, [passed, replace(passed, group="staff")]), "alice", "again")
+    assert both.untested_groups == [] and "No findings" in render.html(store, both)
 
 
 def test_schedule_runs_once_a_term_and_after_each_policy_change(store: Store) -> None:

@@ -28,6 +28,7 @@ from appliance.policy import timetable
 from appliance.policy.model import CATEGORIES
 
 WORKERS = 12
+UNNAMED = "the test set (compliance.toml [categories]) names no site in this category to probe"
 # HTTP/3 fetches at once of names a group should not reach (see GroupRun._names).
 H3_BLOCKED_AT_ONCE = 16
 RTYPES = {4: "A", 6: "AAAA"}
@@ -207,6 +208,11 @@ class GroupRun:
             self.add(nc.area, check, nc.name, expected, Status.FAIL, observed, f"{kind}: {why}")
 
     def run(self) -> list[Result]:
+        # A category the standards require blocked, with no name to probe it by: the report must show
+        # that it was not tested, not leave it out.
+        required = self.testset.required_for(self.group.name)
+        for category in (c for c in CATEGORIES if c in required and not self.testset.categories.get(c)):
+            self.not_tested(category, "all probes", "-", "blocked", UNNAMED)
         testable = []
         for nc in self.names:
             if nc.expectation is None:

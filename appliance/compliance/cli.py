@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.out:
             _write(store, report, args.out)
         _print_summary(report)
-        return 1 if report.failures else 0
+        return 1 if report.failures or report.untested_groups else 0
 
 
 def _print_summary(report: reports.Stored) -> None:
@@ -107,6 +107,8 @@ def _print_summary(report: reports.Stored) -> None:
         f"compliance report {report.id}: {counts['pass']} checks passed, {counts['fail']} failed,"
         f" {counts['not tested']} not tested; {len(report.findings)} findings"
     )
+    if report.untested_groups:
+        print(f"  nothing could be tested for {', '.join(report.untested_groups)} (see Not tested)")
     for n, f in enumerate(report.findings, start=1):
         seen = "; ".join(f"{c['check']}: {c['observed']}" for c in f["checks"][:3])
         more = f" (+{len(f['checks']) - 3} more)" if len(f["checks"]) > 3 else ""

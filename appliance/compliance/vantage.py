@@ -212,6 +212,7 @@ class TapProbe:
             "netns",
             self.probe_ns,
         )
+        made.append("veth")
         # No addresses on the appliance's end: it only carries frames to and from the LAN interface.
         sysctl = ["sysctl", "-qw", f"net.ipv6.conf.{self.veth}.disable_ipv6=1"]
         netns.run(netns.in_ns(self.ns, sysctl) if self.ns else sysctl)
@@ -313,5 +314,9 @@ class TapProbe:
             _tc(self.ns, "filter", "del", "dev", self.lan.interface, "egress", "pref", self.pref)
         elif item == "clsact":
             _tc(self.ns, "qdisc", "del", "dev", self.lan.interface, "clsact")
+        elif item == "veth":
+            # Deleted here, at once: a deleted namespace takes its veths with it only when the kernel
+            # gets round to freeing it, which may be after the run has ended.
+            _ip(self.ns, "link", "del", self.veth)
         else:
-            netns.delete(self.probe_ns)  # the veth pair goes with it
+            netns.delete(self.probe_ns)
