@@ -312,15 +312,17 @@ cdef int answer_query(const Rules* r, const State* s, Events* ev, Counters* k, c
         v.action = s.policies[group].default_action
         v.reason = DEFAULT
         v.bits = 0
+    feature = special_feature(r, q.name, q.name_len)
+    action = r.action[group][feature] if feature >= 0 else FEATURE_OFF
     if v.action == BLOCK:
         k.blocked += 1
         push_event(ev, s, c, group, &v, q, now_us)
-        if r.nxdomain:
+        # The DoH canary and Private Relay names must stay negative even when blocked: any address,
+        # the block page's included, tells the browser to keep its own resolver.
+        if r.nxdomain or action == FEATURE_NXDOMAIN:
             return reply(build_negative(q, RCODE_NXDOMAIN, r.ttl, out, limit), length)
         return reply(build_block(q, <const uint8_t*>r.ipv4 if r.has_ipv4 else NULL,
                                  <const uint8_t*>r.ipv6 if r.has_ipv6 else NULL, r.ttl, out, limit), length)
-    feature = special_feature(r, q.name, q.name_len)
-    action = r.action[group][feature] if feature >= 0 else FEATURE_OFF
     if action == FEATURE_NXDOMAIN:
         k.negative += 1
         return reply(build_negative(q, RCODE_NXDOMAIN, r.ttl, out, limit), length)

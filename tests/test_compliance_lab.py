@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import html
 import json
-import os
 import re
 import subprocess
 import sys
@@ -38,10 +37,7 @@ from appliance.lab import gateway, netns, processes, service
 from appliance.lab.topology import GROUP_VLANS, Lab
 from appliance.store import Store
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.netns
 
 LAB_PREFIX = "cp"
 GROUPS = list(GROUP_VLANS)

@@ -182,6 +182,18 @@ def test_special_names_follow_the_group(
     assert canary.rcode() == (dns.rcode.NOERROR if group == OFF else dns.rcode.NXDOMAIN)
 
 
+def test_canary_stays_negative_where_the_policy_blocks_everything(tmp_path: Path, unbound: Unbound) -> None:
+    """An allowlist group (exams) blocks every name by default; the canary must still be NXDOMAIN, not
+    the block page's address, or Firefox keeps its own DNS over HTTPS."""
+    engine = new_engine()
+    closed = [verdict.GroupPolicy(default_action=verdict.Action.BLOCK) for _ in range(3)]
+    engine.set_state(make_table(tmp_path, "t.bin"), closed, 1, [], subnets(STRICT))
+    canary = resolve(engine, unbound, dns.message.make_query("use-application-dns.net", "A").to_wire())
+    assert canary is not None and canary.rcode() == dns.rcode.NXDOMAIN and not canary.answer
+    other = resolve(engine, unbound, dns.message.make_query("www.allowed.lab", "A").to_wire())
+    assert other is not None and [str(rd) for r in other.answer for rd in r] == ["192.0.2.99"]
+
+
 def test_answers_that_do_not_repeat_the_question_are_refused(tmp_path: Path, unbound: Unbound) -> None:
     engine = new_engine()
     engine.set_state(make_table(tmp_path, "t.bin"), policies(), 1, [], subnets(STRICT))
