@@ -347,6 +347,7 @@ class DohAddresses(threading.Thread):
         self._done = threading.Event()
         self._names: dict[tuple[str, str | None], list[str]] = {}  # (list, source digest) -> names
         self._resolved: dict[str, float] = {}  # name -> when it was looked up, for DOH_ASKED_AGAIN
+        self._later: set[str] = set()  # blocked names to look up once DOH_ASKED_AGAIN has passed
         self._nft_error: str | None = None
 
     def stop(self) -> None:
@@ -375,9 +376,12 @@ class DohAddresses(threading.Thread):
                 now = time.monotonic()
                 self._resolved = {n: t for n, t in self._resolved.items() if now - t < DOH_ASKED_AGAIN}
                 while not self.asked.empty():
-                    name = self.asked.get_nowait()
-                    if name not in self._resolved:
-                        names.append(name)
+                    self._later.add(self.asked.get_nowait())
+                # A name looked up moments ago waits for its turn rather than being dropped: the set
+                # may have lost its addresses since (expired, or flushed by an administrator).
+                ready = {n for n in self._later if n not in self._resolved}
+                self._later -= ready
+                names += sorted(ready)
                 self._add(nft, list(dict.fromkeys(names)))
                 self._wake.wait(REFRESH_INTERVAL)  # a new policy is noticed within a second
                 self._wake.clear()
