@@ -30,7 +30,7 @@ _counter = itertools.count()
 
 # A gateway config's LANs for tests with three client namespaces (students fail closed, staff fail
 # open, exams on an allowlist), each VLAN a veth named like the gateway side of its link.
-THREE_GROUPS = '''[[lan]]
+THREE_GROUPS = """[[lan]]
 interface = "lan_st"
 group = "students"
 subnets = ["10.10.0.0/24", "fd00:10::/64"]
@@ -53,7 +53,7 @@ fail = "open"
 
 [groups.exams]
 internet = "allowlist"
-'''
+"""
 
 
 class Netns:
@@ -156,6 +156,22 @@ class NetnsLab:
     def link(self, a: Netns, a_ifname: str, b: Netns, b_ifname: str) -> None:
         """A veth pair from a to b, each end made in its namespace (no name ever exists in the host's)."""
         plumbing.link(a.name, a_ifname, b.name, b_ifname)
+
+    def three_group_clients(self, gw: Netns) -> dict[str, Netns]:
+        """A client namespace per LAN of THREE_GROUPS, linked to gw: the gateway is .1 and ::1 of each
+        group's subnets, the client .2 and ::2 with its default routes through the gateway."""
+        clients = {}
+        for group, link, net in (
+            ("students", "lan_st", 10),
+            ("staff", "lan_sf", 20),
+            ("exams", "lan_ex", 30),
+        ):
+            client = clients[group] = self.namespace(group[:5])
+            self.link(gw, link, client, "eth0")
+            gw.addr(link, f"10.{net}.0.1/24", f"fd00:{net}::1/64")
+            client.addr("eth0", f"10.{net}.0.2/24", f"fd00:{net}::2/64")
+            client.route_default(f"10.{net}.0.1", f"fd00:{net}::1")
+        return clients
 
     def destroy(self) -> None:
         for ns in reversed(self.namespaces):

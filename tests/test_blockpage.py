@@ -109,17 +109,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         inet.addr("eth0", "203.0.113.2/24", "2001:db8:ff::2/64")
         inet.route_default("203.0.113.1", "2001:db8:ff::1")
         gw.route_default("203.0.113.2", "2001:db8:ff::2")
-        clients = {}
-        for group, link, net in (
-            ("students", "lan_st", 10),
-            ("staff", "lan_sf", 20),
-            ("exams", "lan_ex", 30),
-        ):
-            client = clients[group] = lab.namespace(group[:5])
-            lab.link(gw, link, client, "eth0")
-            gw.addr(link, f"10.{net}.0.1/24", f"fd00:{net}::1/64")
-            client.addr("eth0", f"10.{net}.0.2/24", f"fd00:{net}::2/64")
-            client.route_default(f"10.{net}.0.1", f"fd00:{net}::1")
+        clients = lab.three_group_clients(gw)
+        for client, net in zip(clients.values(), (10, 20, 30), strict=True):
             plumbing.write_etc(client.name, "resolv.conf", f"nameserver 10.{net}.0.1\n")
         config = tmp / "appliance.toml"
         config.write_text(CONFIG.format(school=SCHOOL, state=state, lans=THREE_GROUPS))

@@ -128,12 +128,6 @@ def processes_in(ns: Netns) -> list[tuple[int, str]]:
     return found
 
 
-def client_network(lab_link: str, gw: Netns, client: Netns, net: int) -> None:
-    gw.addr(lab_link, f"10.{net}.0.1/24", f"fd00:{net}::1/64")
-    client.addr("eth0", f"10.{net}.0.2/24", f"fd00:{net}::2/64")
-    client.route_default(f"10.{net}.0.1", f"fd00:{net}::1")
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("dataplane")
@@ -143,15 +137,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         gw.addr("wan0", f"{WAN_GW4}/24", f"{WAN_GW6}/64")
         wan.addr("eth0", "203.0.113.2/24", "2001:db8:ff::2/64", f"{WEB4}/24", f"{WEB6}/64")
         wan.addr("eth0", f"{FOREIGN_DNS4}/24", f"{FOREIGN_DNS6}/64")
-        clients = {}
-        for group, link, net in (
-            ("students", "lan_st", 10),
-            ("staff", "lan_sf", 20),
-            ("exams", "lan_ex", 30),
-        ):
-            clients[group] = lab.namespace(group[:5])
-            lab.link(gw, link, clients[group], "eth0")
-            client_network(link, gw, clients[group], net)
+        clients = lab.three_group_clients(gw)
 
         wan.popen(sys.executable, "-c", WEB_SERVER, "8080", "443", "853")
         dnsmasq = ["dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"]

@@ -245,17 +245,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         lab.link(gw, "wan0", inet, "eth0")
         gw.addr("wan0", "203.0.113.1/24", "2001:db8:ff::1/64")
         inet.addr("eth0", "203.0.113.2/24", "2001:db8:ff::2/64", f"{WEB4}/24", f"{WEB6}/64")
-        clients, macs = {}, {}
-        for group, link, net in (
-            ("students", "lan_st", 10),
-            ("staff", "lan_sf", 20),
-            ("exams", "lan_ex", 30),
-        ):
-            client = clients[group] = lab.namespace(group[:5])
-            lab.link(gw, link, client, "eth0")
-            gw.addr(link, f"10.{net}.0.1/24", f"fd00:{net}::1/64")
-            client.addr("eth0", f"10.{net}.0.2/24", f"fd00:{net}::2/64")
-            client.route_default(f"10.{net}.0.1", f"fd00:{net}::1")
+        clients, macs = lab.three_group_clients(gw), {}
+        for group, client in clients.items():
             # As on a real LAN: the kernel cuts a large ClientHello into MTU-sized segments.
             client.run("ethtool", "-K", "eth0", "tso", "off", "gso", "off")
             macs[group] = json.loads(client.run("ip", "-j", "link", "show", "eth0").stdout)[0]["address"]
